@@ -1,0 +1,1 @@
+//! Communicator: the only place that knows about MPI.

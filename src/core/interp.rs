@@ -1,0 +1,74 @@
+//! Interpolation on regular grids. Sample positions are in pixel/voxel index units;
+//! outside the grid the value is 0.
+
+use ndarray::{ArrayView2, ArrayView3};
+
+/// Bilinear sample of `img` `[y, x]` at `(y, x)`; 0 outside `[0, n-1]`.
+#[inline]
+pub fn bilinear(img: &ArrayView2<f32>, y: f64, x: f64) -> f32 {
+    let (ny, nx) = img.dim();
+    if !(x >= 0.0 && y >= 0.0 && x <= (nx - 1) as f64 && y <= (ny - 1) as f64) {
+        return 0.0;
+    }
+    let x0 = (x.floor() as usize).min(nx.saturating_sub(2));
+    let y0 = (y.floor() as usize).min(ny.saturating_sub(2));
+    let fx = (x - x0 as f64) as f32;
+    let fy = (y - y0 as f64) as f32;
+    let x1 = (x0 + 1).min(nx - 1);
+    let y1 = (y0 + 1).min(ny - 1);
+    let a = img[[y0, x0]] * (1.0 - fx) + img[[y0, x1]] * fx;
+    let b = img[[y1, x0]] * (1.0 - fx) + img[[y1, x1]] * fx;
+    a * (1.0 - fy) + b * fy
+}
+
+/// Trilinear sample of `vol` `[z, y, x]` at `(z, y, x)`; 0 outside `[0, n-1]`.
+#[inline]
+pub fn trilinear(vol: &ArrayView3<f32>, z: f64, y: f64, x: f64) -> f32 {
+    let (nz, ny, nx) = vol.dim();
+    if !(x >= 0.0
+        && y >= 0.0
+        && z >= 0.0
+        && x <= (nx - 1) as f64
+        && y <= (ny - 1) as f64
+        && z <= (nz - 1) as f64)
+    {
+        return 0.0;
+    }
+    let x0 = (x.floor() as usize).min(nx.saturating_sub(2));
+    let y0 = (y.floor() as usize).min(ny.saturating_sub(2));
+    let z0 = (z.floor() as usize).min(nz.saturating_sub(2));
+    let (fx, fy, fz) = (
+        (x - x0 as f64) as f32,
+        (y - y0 as f64) as f32,
+        (z - z0 as f64) as f32,
+    );
+    let (x1, y1, z1) = ((x0 + 1).min(nx - 1), (y0 + 1).min(ny - 1), (z0 + 1).min(nz - 1));
+    let l = |zz: usize| {
+        let a = vol[[zz, y0, x0]] * (1.0 - fx) + vol[[zz, y0, x1]] * fx;
+        let b = vol[[zz, y1, x0]] * (1.0 - fx) + vol[[zz, y1, x1]] * fx;
+        a * (1.0 - fy) + b * fy
+    };
+    l(z0) * (1.0 - fz) + l(z1) * fz
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array2, Array3};
+
+    #[test]
+    fn bilinear_is_exact_on_planes() {
+        let img = Array2::from_shape_fn((5, 6), |(y, x)| 2.0 * x as f32 + 3.0 * y as f32);
+        let v = bilinear(&img.view(), 1.25, 3.5);
+        assert!((v - (7.0 + 3.75)).abs() < 1e-5);
+        assert_eq!(bilinear(&img.view(), -0.1, 1.0), 0.0);
+        assert!((bilinear(&img.view(), 4.0, 5.0) - 22.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn trilinear_is_exact_on_planes() {
+        let v = Array3::from_shape_fn((4, 5, 6), |(z, y, x)| x as f32 + 2.0 * y as f32 + 4.0 * z as f32);
+        let s = trilinear(&v.view(), 1.5, 2.25, 3.75);
+        assert!((s - (3.75 + 4.5 + 6.0)).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,1 @@
+//! Contrast transfer function: model (estimation and correction come later).

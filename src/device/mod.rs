@@ -1,0 +1,1 @@
+//! Compute devices: CPU (rayon) and CUDA (cudarc + NVRTC, dynamically loaded).

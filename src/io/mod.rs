@@ -1,0 +1,10 @@
+//! File formats: MRC, STAR, IMOD, SerialEM .mdoc, PDB, the HDF5 container; atomic writes.
+
+pub mod atomic;
+pub mod container;
+pub mod imod;
+pub mod mdoc;
+pub mod mrc;
+pub mod pdb;
+pub mod relion;
+pub mod star;

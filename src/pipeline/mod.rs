@@ -1,0 +1,1 @@
+//! Pipeline: config, stage graph, resume, work distribution over ranks.

@@ -1,0 +1,1 @@
+//! Reconstruction: filters, back-projection, weighted back-projection.

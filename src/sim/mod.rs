@@ -1,0 +1,1 @@
+//! Simulator: phantom (atoms -> potential, membranes, gold beads), tilt series + movies, truth.

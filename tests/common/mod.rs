@@ -1,0 +1,76 @@
+//! Helpers shared by the integration tests: test data paths, the Python interpreter of the
+//! test venv, the built binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Repository root (`CARGO_MANIFEST_DIR`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `shared/data` beside the checkout (`<repo>/../shared/data`), or `$LAMELLA_SHARED_DATA`.
+pub fn shared_data() -> PathBuf {
+    if let Ok(p) = std::env::var("LAMELLA_SHARED_DATA") {
+        return PathBuf::from(p);
+    }
+    repo_root().join("..").join("shared").join("data")
+}
+
+/// All files under `dir` (recursively) whose name ends with one of `exts` (lower-case).
+pub fn files_with_ext(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let name = p.file_name().unwrap().to_string_lossy().to_lowercase();
+                if exts.iter().any(|x| name.ends_with(x)) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The Python interpreter of the test venv: `$LAMELLA_PYTHON`, else `<repo>/.venv/bin/python`.
+/// Returns `None` (after printing a SKIP line) when there is none, unless
+/// `LAMELLA_REQUIRE_PYTHON=1`, in which case it panics: `make test` sets that, so the
+/// interop tests cannot silently skip there.
+pub fn python(test: &str) -> Option<PathBuf> {
+    let cand = std::env::var("LAMELLA_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join(".venv/bin/python"));
+    if cand.exists() {
+        return Some(cand);
+    }
+    if std::env::var("LAMELLA_REQUIRE_PYTHON").as_deref() == Ok("1") {
+        panic!("{test}: Python venv not found at {} (run `make venv`)", cand.display());
+    }
+    eprintln!("SKIP: {test}: no Python venv at {} (run `make test`)", cand.display());
+    None
+}
+
+/// Run a Python snippet with `args`; panics with its stderr when it fails; returns stdout.
+pub fn run_python(py: &Path, code: &str, args: &[&str]) -> String {
+    let out = Command::new(py)
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .output()
+        .expect("start python");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,1 +1,95 @@
-//! Command-line interface (clap), one file per subcommand.
+//! Command-line interface (clap), one file per subcommand. Each subcommand builds a typed
+//! request and calls the library; no algorithm code here.
+
+pub mod info;
+pub mod logging;
+pub mod reconstruct;
+pub mod run;
+pub mod simulate;
+
+use crate::comm::Comm;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines prefixed with the MPI rank.
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+/// lamella: cryo-electron tomography from raw tilt series to 3D structures, on one
+/// workstation or many MPI ranks.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lamella",
+    version,
+    after_help = "Examples:\n  lamella simulate --preset tiny --out sim/\n  lamella reconstruct --stack sim/ts_00.mrc --tlt sim/ts_00.tlt --xf sim/ts_00.xf --bin 2 --out ts_00_bin2.mrc\n  mpirun -n 4 lamella run configs/demo.toml\n  lamella info"
+)]
+pub struct Cli {
+    /// Worker threads per rank (default: $SLURM_CPUS_PER_TASK, else the cores of this host
+    /// divided by the ranks on it).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Simulate a tilt-series dataset with full ground truth.
+    Simulate(simulate::Args),
+    /// Reconstruct a tomogram from an MRC stack and IMOD .tlt (+ .xf) by weighted back-projection.
+    Reconstruct(reconstruct::Args),
+    /// Run the pipeline described by a TOML config (MPI-parallel over tilt series).
+    Run(run::Args),
+    /// Print devices, MPI ranks, threads and library versions.
+    Info(info::Args),
+}
+
+/// Run the parsed command on this rank. Returns the process exit code.
+pub fn dispatch(cli: &Cli, comm: &dyn Comm) -> anyhow::Result<i32> {
+    match &cli.command {
+        Command::Simulate(a) => simulate::run(a, comm),
+        Command::Reconstruct(a) => reconstruct::run(a, comm),
+        Command::Run(a) => run::run(a, comm),
+        Command::Info(a) => info::run(a, comm),
+    }
+}
+
+/// Set rayon's global thread count: `--threads`, else `$SLURM_CPUS_PER_TASK`, else this
+/// host's cores divided by the ranks on this host (at least 1). Returns the count.
+pub fn init_threads(threads: Option<usize>, comm: &dyn Comm) -> usize {
+    let ranks_here = {
+        let me = comm.host();
+        comm.all_gather_bytes(me.as_bytes())
+            .iter()
+            .filter(|h| h.as_slice() == me.as_bytes())
+            .count()
+            .max(1)
+    };
+    let n = threads
+        .or_else(|| {
+            std::env::var("SLURM_CPUS_PER_TASK")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            (cores / ranks_here).max(1)
+        })
+        .max(1);
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    n
+}

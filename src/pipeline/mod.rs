@@ -1,1 +1,13 @@
-//! Pipeline: config, stage graph, resume, work distribution over ranks.
+//! Pipeline: config (serde TOML), stage graph, resume, work distribution over ranks.
+//!
+//! Stage modules are pure functions; this module does the file I/O and the rank logic.
+//! The stage graph for now is `simulate -> reconstruct` (or `input -> reconstruct`).
+
+pub mod config;
+pub mod distribute;
+pub mod inputs;
+pub mod metrics;
+pub mod run;
+pub mod signals;
+pub mod simio;
+pub mod summary;

@@ -1,0 +1,304 @@
+//! Run configuration (`lamella run CONFIG.toml`).
+//!
+//! Relative paths in the file are resolved against the directory of the config file.
+//! Unknown keys are errors (a typo must not silently change a run).
+
+use crate::device::DeviceChoice;
+use crate::recon::filter::Filter;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The whole run configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Output directory (created): `lamella.h5`, `ts/`, `tomograms/`, `summary.json`, `sim/`.
+    pub out: PathBuf,
+    /// Where `shared/data` lives (structures for the simulator presets); default: searched.
+    #[serde(default)]
+    pub shared_data: Option<PathBuf>,
+    /// Simulate a built-in dataset as the first stage.
+    #[serde(default)]
+    pub simulate: Option<SimulateConfig>,
+    /// Existing tilt series to process (`[[input]]` tables).
+    #[serde(default)]
+    pub input: Vec<InputSeries>,
+    /// Reconstruction settings.
+    #[serde(default)]
+    pub reconstruct: ReconstructConfig,
+}
+
+/// `[simulate]`: a preset of the built-in simulator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateConfig {
+    /// `tiny` or `demo`.
+    pub preset: String,
+    /// Random seed; the same seed gives bit-identical data.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// `[[input]]`: one existing tilt series.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSeries {
+    /// Name used for outputs; default: the stack's file stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// MRC stack `[tilt, y, x]`.
+    pub stack: PathBuf,
+    /// IMOD `.tlt` (tilt angles, degrees); else the `.mdoc` angles are used.
+    #[serde(default)]
+    pub tlt: Option<PathBuf>,
+    /// IMOD `.xf` alignment transforms (tilt-axis angle and shifts per tilt).
+    #[serde(default)]
+    pub xf: Option<PathBuf>,
+    /// SerialEM `.mdoc` (angles, dose, pixel spacing, tilt-axis angle).
+    #[serde(default)]
+    pub mdoc: Option<PathBuf>,
+    /// Pixel size (Å) overriding the MRC header / mdoc.
+    #[serde(default)]
+    pub pixel_a: Option<f64>,
+    /// Tilt-axis angle (degrees CCW from +Y) when there is no `.xf` or mdoc.
+    #[serde(default)]
+    pub axis_deg: Option<f64>,
+    /// A ground-truth volume (MRC, stack pixel size) to correlate the tomogram with.
+    #[serde(default)]
+    pub truth: Option<PathBuf>,
+}
+
+/// How the simulated data are aligned before reconstruction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GeometrySource {
+    /// The simulator's true geometry (what a perfect alignment would find). The default
+    /// until the alignment stage exists.
+    #[default]
+    Truth,
+    /// Nominal angles, no shifts (what the microscope reports).
+    Nominal,
+}
+
+/// `[reconstruct]`: weighted back-projection settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconstructConfig {
+    /// Binning factors; one tomogram per factor.
+    #[serde(default = "default_binnings")]
+    pub binnings: Vec<usize>,
+    /// Tomogram thickness in Å (default: the simulated slab + 20 %, or 1/4 of the width).
+    #[serde(default)]
+    pub thickness_a: Option<f64>,
+    /// `ramp` or `sirt-like`.
+    #[serde(default = "default_filter")]
+    pub filter: String,
+    /// Iterations mimicked by the `sirt-like` filter.
+    #[serde(default = "default_sirt_iterations")]
+    pub sirt_iterations: u32,
+    /// Optional low-pass, fraction of Nyquist (0–1].
+    #[serde(default)]
+    pub lowpass: Option<f64>,
+    /// Negate the contrast so dense matter is bright (default true).
+    #[serde(default = "default_true")]
+    pub invert_contrast: bool,
+    /// `auto`, `cpu` or `cuda`.
+    #[serde(default)]
+    pub device: DeviceChoice,
+    /// Geometry of simulated data: `truth` or `nominal`.
+    #[serde(default)]
+    pub geometry: GeometrySource,
+}
+
+fn default_binnings() -> Vec<usize> {
+    vec![1]
+}
+fn default_filter() -> String {
+    "ramp".into()
+}
+fn default_sirt_iterations() -> u32 {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for ReconstructConfig {
+    fn default() -> Self {
+        ReconstructConfig {
+            binnings: default_binnings(),
+            thickness_a: None,
+            filter: default_filter(),
+            sirt_iterations: default_sirt_iterations(),
+            lowpass: None,
+            invert_contrast: true,
+            device: DeviceChoice::Auto,
+            geometry: GeometrySource::Truth,
+        }
+    }
+}
+
+impl ReconstructConfig {
+    /// The filter as the reconstruction module's type; errors name the config key.
+    pub fn filter(&self, path: &Path) -> Result<Filter> {
+        match self.filter.as_str() {
+            "ramp" => Ok(Filter::Ramp),
+            "sirt-like" | "sirt_like" | "sirtlike" => Ok(Filter::SirtLike {
+                iterations: self.sirt_iterations,
+            }),
+            other => Err(Error::Config(format!(
+                "{}: reconstruct.filter = {other:?}: use \"ramp\" or \"sirt-like\"",
+                path.display()
+            ))),
+        }
+    }
+}
+
+impl Config {
+    /// Read and validate a config file. Returns the config (paths resolved against the
+    /// file's directory) and the file's text (recorded in the container).
+    pub fn load(path: &Path) -> Result<(Config, String)> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!(
+                "{}: cannot read the config file: {e}",
+                path.display()
+            ))
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| {
+            Error::Config(format!(
+                "{}: {} (see configs/demo.toml for a valid example)",
+                path.display(),
+                e.to_string().trim_end()
+            ))
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        cfg.resolve_paths(&base);
+        cfg.validate(path)?;
+        Ok((cfg, text))
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.out);
+        if let Some(p) = self.shared_data.as_mut() {
+            fix(p);
+        }
+        for s in &mut self.input {
+            fix(&mut s.stack);
+            for p in [&mut s.tlt, &mut s.xf, &mut s.mdoc, &mut s.truth]
+                .into_iter()
+                .flatten()
+            {
+                fix(p);
+            }
+        }
+    }
+
+    /// Check the config before any heavy work; errors name the key and the fix.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let err = |m: String| Err(Error::Config(format!("{}: {m}", path.display())));
+        if self.simulate.is_none() && self.input.is_empty() {
+            return err("nothing to do: add a [simulate] section or [[input]] tables".into());
+        }
+        if let Some(s) = &self.simulate {
+            if s.preset != "tiny" && s.preset != "demo" {
+                return err(format!(
+                    "simulate.preset = {:?}: use \"tiny\" or \"demo\"",
+                    s.preset
+                ));
+            }
+        }
+        let r = &self.reconstruct;
+        if r.binnings.is_empty() || r.binnings.iter().any(|&b| b == 0 || b > 64) {
+            return err(format!(
+                "reconstruct.binnings = {:?}: give one or more factors between 1 and 64",
+                r.binnings
+            ));
+        }
+        if let Some(t) = r.thickness_a {
+            if !(t.is_finite() && t > 0.0) {
+                return err(format!("reconstruct.thickness_a = {t}: must be > 0 Å"));
+            }
+        }
+        if let Some(l) = r.lowpass {
+            if !(l > 0.0 && l <= 1.0) {
+                return err(format!(
+                    "reconstruct.lowpass = {l}: a fraction of Nyquist in (0, 1]"
+                ));
+            }
+        }
+        r.filter(path)?;
+        let mut names = std::collections::HashSet::new();
+        for s in &self.input {
+            let n = s.series_name();
+            if !names.insert(n.clone()) {
+                return err(format!(
+                    "[[input]] name {n:?} appears twice: give each input a unique `name`"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl InputSeries {
+    /// The series name: `name`, else the stack's file stem.
+    pub fn series_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.stack
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "series".into())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        (d, p)
+    }
+
+    #[test]
+    fn demo_config_parses() {
+        let text = include_str!("../../configs/demo.toml").replace("@OUT@", "/tmp/x");
+        let (_d, p) = write(&text);
+        let (c, _) = Config::load(&p).unwrap();
+        assert_eq!(c.simulate.unwrap().preset, "demo");
+        assert_eq!(c.reconstruct.binnings, vec![1, 2]);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        let (_d, p) = write("out = \"o\"\n[simulate]\npreset = \"tiny\"\n[reconstruct]\nbinings = [2]\n");
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("binings") && e.contains("c.toml"), "{e}");
+        let (_d, p) = write("out = \"o\"\n[simulate]\npreset = \"huge\"\n");
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("simulate.preset"), "{e}");
+        let (_d, p) = write("out = \"o\"\n");
+        assert!(Config::load(&p).unwrap_err().to_string().contains("nothing to do"));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_config_dir() {
+        let (d, p) = write("out = \"o\"\n[[input]]\nstack = \"a.mrc\"\n");
+        let (c, _) = Config::load(&p).unwrap();
+        assert_eq!(c.out, d.path().join("o"));
+        assert_eq!(c.input[0].stack, d.path().join("a.mrc"));
+        assert_eq!(c.input[0].series_name(), "a");
+    }
+}

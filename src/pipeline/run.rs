@@ -1,0 +1,483 @@
+//! `lamella run CONFIG.toml`: the stage graph (simulate or input -> reconstruct) over the
+//! tilt series, distributed over MPI ranks largest-first, with resume and a summary.
+//!
+//! Per series the rank that owns it writes `sim/<name>.*` (simulated data),
+//! `tomograms/<name>_bin<k>.mrc`, `ts/<name>.h5` (its container) and `ts/<name>.json`
+//! (its summary). Rank 0 then writes `lamella.h5` (linking every `ts/<name>.h5`),
+//! `summary.json` and `sim/truth.json`, and prints the summary table.
+
+use super::config::{Config, GeometrySource, InputSeries};
+use super::distribute::{assign_largest_first, items_for_rank};
+use super::inputs::{self, LoadedSeries};
+use super::summary::{RunSummary, SeriesSummary};
+use super::{metrics, signals, simio};
+use crate::comm::{broadcast_serde, gather_serde, Comm};
+use crate::core::geometry::TiltSeriesGeometry;
+use crate::device::Device;
+use crate::io::container::{self, RunInfo, SeriesRecord, StageRecord, TomogramRecord};
+use crate::io::mrc::{self, MrcKind};
+use crate::recon::wbp::{wbp, WbpParams};
+use crate::sim::{self, Preset, SeriesParams};
+use crate::{Error, Result, VERSION};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Options from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Skip tilt series whose outputs are complete with the same inputs and parameters.
+    pub resume: bool,
+    /// The command line, recorded in the container.
+    pub command_line: String,
+}
+
+/// What the run ended with, on every rank.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RunOutcome {
+    /// The summary (rank 0 only; `None` elsewhere).
+    #[serde(skip)]
+    pub summary: Option<RunSummary>,
+    /// Number of series that failed.
+    pub failed: usize,
+    /// Largest exit code of the failures (DESIGN §6), 0 when none.
+    pub exit_code: i32,
+    /// True when a signal stopped the run early.
+    pub interrupted: bool,
+}
+
+enum Source {
+    Sim {
+        params: Box<SeriesParams>,
+        seed: u64,
+    },
+    Input(InputSeries),
+}
+
+struct Job {
+    name: String,
+    cost: u64,
+    source: Source,
+}
+
+/// Seed of the `i`-th simulated series, from the run seed (splitmix64 mixing).
+pub fn series_seed(seed: u64, i: usize) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn build_jobs(cfg: &Config) -> Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    if let Some(s) = &cfg.simulate {
+        let preset: Preset = s
+            .preset
+            .parse()
+            .map_err(|e| Error::Config(format!("simulate.preset: {e}")))?;
+        let shared = simio::find_shared_data(cfg.shared_data.as_deref())?;
+        for (i, p) in sim::preset(preset, &shared).into_iter().enumerate() {
+            let n_tilts =
+                ((p.tilt_max_deg - p.tilt_min_deg) / p.tilt_step_deg).round() as u64 + 1;
+            jobs.push(Job {
+                name: p.name.clone(),
+                cost: n_tilts * (p.nx * p.ny) as u64,
+                source: Source::Sim {
+                    params: Box::new(p),
+                    seed: series_seed(s.seed, i),
+                },
+            });
+        }
+    }
+    for inp in &cfg.input {
+        jobs.push(Job {
+            name: inp.series_name(),
+            cost: inputs::input_cost(inp)?,
+            source: Source::Input(inp.clone()),
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    for j in &jobs {
+        if !seen.insert(j.name.clone()) {
+            return Err(Error::Config(format!(
+                "two tilt series are called {:?}: rename one [[input]]",
+                j.name
+            )));
+        }
+    }
+    Ok(jobs)
+}
+
+fn job_key(job: &Job) -> String {
+    match &job.source {
+        Source::Sim { params, seed } => format!(
+            "sim:{}:{}",
+            seed,
+            serde_json::to_string(params).unwrap_or_default()
+        ),
+        Source::Input(i) => format!("input:{}", serde_json::to_string(i).unwrap_or_default()),
+    }
+}
+
+/// Run the pipeline described by `config_path` on this rank; collective over `comm`.
+pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<RunOutcome> {
+    let t0 = Instant::now();
+    let start_time = now_rfc3339();
+    let (cfg, config_text) = Config::load(config_path)?;
+    signals::install();
+    for d in ["ts", "tomograms"] {
+        let p = cfg.out.join(d);
+        std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+    }
+    let jobs = build_jobs(&cfg)?;
+    let costs: Vec<u64> = jobs.iter().map(|j| j.cost).collect();
+    let assignment = assign_largest_first(&costs, comm.size());
+    let mine = items_for_rank(&costs, &assignment, comm.rank());
+    tracing::info!(
+        series = jobs.len(),
+        mine = mine.len(),
+        "tilt series assigned largest-first over {} rank(s)",
+        comm.size()
+    );
+    let bar = (comm.rank() == 0 && std::io::stderr().is_terminal())
+        .then(|| indicatif::ProgressBar::new(mine.len() as u64));
+    let mut done: Vec<SeriesSummary> = Vec::new();
+    // Test hook: raise the stop flag (as SIGTERM would) after this many series.
+    let stop_after: Option<usize> = std::env::var("LAMELLA_STOP_AFTER_SERIES")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for &i in &mine {
+        if signals::stop_requested() {
+            tracing::warn!("stop signal received: leaving the remaining tilt series for --resume");
+            break;
+        }
+        let job = &jobs[i];
+        let _span = tracing::info_span!("ts", name = %job.name).entered();
+        let s = match process(&cfg, job, opts, comm) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                SeriesSummary {
+                    name: job.name.clone(),
+                    rank: comm.rank(),
+                    error: Some(e.to_string()),
+                    error_code: Some(e.exit_code()),
+                    ..Default::default()
+                }
+            }
+        };
+        done.push(s);
+        if stop_after.is_some_and(|n| done.len() >= n) {
+            signals::request_stop();
+        }
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let mut flag = [if signals::stop_requested() { 1.0 } else { 0.0 }];
+    comm.allreduce_max_f64(&mut flag);
+    let interrupted = flag[0] > 0.0;
+    let gathered = gather_serde(comm, 0, &done);
+    let root_outcome = if let Some(all) = gathered {
+        let mut series: Vec<SeriesSummary> = all.into_iter().flatten().collect();
+        series.sort_by(|a, b| a.name.cmp(&b.name));
+        let failed = series.iter().filter(|s| s.error.is_some()).count();
+        let exit_code = series.iter().filter_map(|s| s.error_code).max().unwrap_or(0);
+        let summary = RunSummary {
+            version: VERSION.to_string(),
+            ranks: comm.size(),
+            wall_seconds: t0.elapsed().as_secs_f64(),
+            complete: !interrupted && series.len() == jobs.len(),
+            geometry: geometry_note(&cfg),
+            series,
+        };
+        finish_root(&cfg, &config_text, opts, comm, &summary, &start_time)?;
+        Some(RunOutcome {
+            summary: Some(summary),
+            failed,
+            exit_code,
+            interrupted,
+        })
+    } else {
+        None
+    };
+    let shared = broadcast_serde(comm, 0, root_outcome.clone());
+    Ok(match root_outcome {
+        Some(o) => o,
+        None => shared,
+    })
+}
+
+fn geometry_note(cfg: &Config) -> String {
+    match (cfg.simulate.is_some(), cfg.reconstruct.geometry) {
+        (true, GeometrySource::Truth) => {
+            "simulated series use the true alignment (no alignment stage yet)".into()
+        }
+        (true, GeometrySource::Nominal) => "nominal angles, no shifts".into(),
+        (false, _) => "from the input .tlt/.xf/.mdoc".into(),
+    }
+}
+
+/// Rank 0 after the gather: truth index, summary.json, lamella.h5, the table.
+fn finish_root(
+    cfg: &Config,
+    config_text: &str,
+    opts: &RunOptions,
+    comm: &dyn Comm,
+    summary: &RunSummary,
+    start_time: &str,
+) -> Result<()> {
+    if let Some(s) = &cfg.simulate {
+        let dir = cfg.out.join("sim");
+        let names: Vec<String> = summary
+            .series
+            .iter()
+            .filter(|x| dir.join(format!("{}_truth.json", x.name)).exists())
+            .map(|x| x.name.clone())
+            .collect();
+        if !names.is_empty() {
+            simio::write_truth_index(&dir, s.seed, &s.preset, &names)?;
+        }
+    }
+    simio::write_json(&cfg.out.join("summary.json"), summary)?;
+    let hosts = {
+        let mut h: Vec<String> = comm
+            .all_gather_bytes(comm.host().as_bytes())
+            .into_iter()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect();
+        h.sort();
+        h.dedup();
+        h
+    };
+    let info = RunInfo {
+        program_version: VERSION.to_string(),
+        config_text: config_text.to_string(),
+        command_line: opts.command_line.clone(),
+        ranks: comm.size(),
+        hosts,
+        start_time: start_time.to_string(),
+        end_time: now_rfc3339(),
+    };
+    let links: Vec<(String, String)> = summary
+        .series
+        .iter()
+        .filter(|s| cfg.out.join("ts").join(format!("{}.h5", s.name)).exists())
+        .map(|s| (s.name.clone(), format!("ts/{}.h5", s.name)))
+        .collect();
+    container::write_master(&cfg.out.join("lamella.h5"), &info, &links)?;
+    println!("{}", summary.table());
+    println!("results: {}", cfg.out.display());
+    Ok(())
+}
+
+/// Run the chain for one tilt series on this rank.
+fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Result<SeriesSummary> {
+    let ts_dir = cfg.out.join("ts");
+    let ts_path = ts_dir.join(format!("{}.h5", job.name));
+    let summary_path = ts_dir.join(format!("{}.json", job.name));
+    let recon_json = serde_json::to_string(&cfg.reconstruct).unwrap_or_default();
+    let hash = container::input_hash(&[
+        VERSION.as_bytes(),
+        job_key(job).as_bytes(),
+        recon_json.as_bytes(),
+    ]);
+    if opts.resume {
+        if let Some(s) = resumed_summary(&ts_path, &summary_path, &job.name, &hash)? {
+            tracing::info!("complete with the same inputs: skipped (--resume)");
+            return Ok(SeriesSummary {
+                rank: comm.rank(),
+                resumed: true,
+                ..s
+            });
+        }
+    }
+    let mut seconds = BTreeMap::new();
+    let loaded = load_or_simulate(cfg, job, &mut seconds)?;
+    let t = Instant::now();
+    let rc = &cfg.reconstruct;
+    let device = Device::select(rc.device, comm.local_rank())?;
+    let filter = rc.filter(Path::new("reconstruct.filter"))?;
+    let g = &loaded.geometry;
+    let thickness_a = rc.thickness_a.unwrap_or_else(|| match &loaded.truth {
+        Some(t) => t.dim().0 as f64 * g.pixel_a,
+        None => (g.nx.min(g.ny) as f64 / 4.0) * g.pixel_a,
+    });
+    let mut tomograms = Vec::new();
+    let mut corr = BTreeMap::new();
+    let mut files = Vec::new();
+    for &bin in &rc.binnings {
+        let params = WbpParams {
+            bin,
+            thickness_px: ((thickness_a / (g.pixel_a * bin as f64)).round() as usize).max(1),
+            filter,
+            lowpass: rc.lowpass,
+            invert_contrast: rc.invert_contrast,
+        };
+        let vol = wbp(loaded.stack.view(), g, &params, &device)?;
+        let rel = format!("tomograms/{}_bin{bin}.mrc", job.name);
+        let pixel = g.pixel_a * bin as f64;
+        mrc::write(&cfg.out.join(&rel), vol.view(), pixel as f32, MrcKind::Volume)?;
+        if let Some(truth) = &loaded.truth {
+            let c = metrics::truth_correlation(&vol, truth, bin);
+            tracing::info!(bin, correlation = c, "tomogram vs truth");
+            corr.insert(format!("bin{bin}"), c);
+        }
+        tomograms.push(TomogramRecord {
+            bin,
+            pixel_a: pixel,
+            kind: "full".into(),
+            data: vol,
+            mrc_path: Some(rel.clone()),
+        });
+        files.push(rel);
+    }
+    let recon_s = t.elapsed().as_secs_f64();
+    seconds.insert("reconstruct".to_string(), recon_s);
+    let record = SeriesRecord {
+        name: job.name.clone(),
+        geometry: loaded.geometry.clone(),
+        nominal_tilts_deg: loaded.nominal_tilts_deg.clone(),
+        tomograms,
+        stages: vec![StageRecord {
+            name: "reconstruct".into(),
+            input_hash: hash,
+            seconds: recon_s,
+            complete: true,
+        }],
+        truth_correlation: corr.values().next().copied(),
+        rank: comm.rank(),
+    };
+    let summary = SeriesSummary {
+        name: job.name.clone(),
+        rank: comm.rank(),
+        n_tilts: g.len(),
+        image_size: [g.nx, g.ny],
+        pixel_a: g.pixel_a,
+        seconds,
+        truth_correlation: corr,
+        tomograms: files,
+        resumed: false,
+        error: None,
+        error_code: None,
+    };
+    // the summary first, the container last: the container's `complete` marks the series done
+    simio::write_json(&summary_path, &summary)?;
+    container::write_series_file(&ts_path, &record)?;
+    Ok(summary)
+}
+
+/// The saved summary of a series that is complete with the same input hash, if any.
+fn resumed_summary(
+    ts_path: &Path,
+    summary_path: &Path,
+    name: &str,
+    hash: &str,
+) -> Result<Option<SeriesSummary>> {
+    let Some(stage) = container::read_series_stage(ts_path, name, "reconstruct")? else {
+        return Ok(None);
+    };
+    if !stage.complete || stage.input_hash != hash {
+        return Ok(None);
+    }
+    let Ok(text) = std::fs::read_to_string(summary_path) else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_str(&text).ok())
+}
+
+fn load_or_simulate(
+    cfg: &Config,
+    job: &Job,
+    seconds: &mut BTreeMap<String, f64>,
+) -> Result<LoadedSeries> {
+    let t = Instant::now();
+    match &job.source {
+        Source::Sim { params, seed } => {
+            let s = sim::simulate_series(params, *seed)?;
+            simio::write_series(&cfg.out.join("sim"), &s)?;
+            seconds.insert("simulate".into(), t.elapsed().as_secs_f64());
+            let geometry = match cfg.reconstruct.geometry {
+                GeometrySource::Truth => s.geometry.clone(),
+                GeometrySource::Nominal => nominal_geometry(&s.geometry, &s.nominal_tilts_deg),
+            };
+            Ok(LoadedSeries {
+                name: s.name,
+                stack: s.stack,
+                geometry,
+                nominal_tilts_deg: s.nominal_tilts_deg,
+                truth: Some(s.truth_volume),
+            })
+        }
+        Source::Input(inp) => {
+            let l = inputs::load_input(inp)?;
+            seconds.insert("load".into(), t.elapsed().as_secs_f64());
+            Ok(l)
+        }
+    }
+}
+
+/// The true geometry with nominal angles and no shifts (what the microscope reports).
+fn nominal_geometry(truth: &TiltSeriesGeometry, nominal: &[f64]) -> TiltSeriesGeometry {
+    let mut g = truth.clone();
+    for (t, &a) in g.tilts.iter_mut().zip(nominal) {
+        t.tilt_deg = a;
+        t.shift_x_a = 0.0;
+        t.shift_y_a = 0.0;
+    }
+    g
+}
+
+/// Current UTC time as RFC 3339 (seconds precision), without extra crates.
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // civil-from-days (Howard Hinnant's algorithm, public domain description)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Output directory of a config (for the CLI's messages).
+pub fn output_dir(config_path: &Path) -> Result<PathBuf> {
+    Ok(Config::load(config_path)?.0.out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_differ_per_series_and_are_stable() {
+        assert_ne!(series_seed(1, 0), series_seed(1, 1));
+        assert_eq!(series_seed(7, 2), series_seed(7, 2));
+    }
+
+    #[test]
+    fn rfc3339_format() {
+        let s = now_rfc3339();
+        assert_eq!(s.len(), 20);
+        assert!(s.starts_with("20") && s.ends_with('Z'));
+    }
+}

@@ -34,7 +34,9 @@ fn csv(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>>
 }
 
 fn num(row: &std::collections::HashMap<String, String>, k: &str) -> f64 {
-    row[k].parse().unwrap_or_else(|_| panic!("column {k}: {:?}", row[k]))
+    row[k]
+        .parse()
+        .unwrap_or_else(|_| panic!("column {k}: {:?}", row[k]))
 }
 
 #[test]
@@ -96,7 +98,11 @@ fn gold_beads_reconstruct_at_true_positions_not_mirrored() {
             "bead {}: {:+.1} sd at the true position, {:+.1} sd at the z-mirror",
             b["bead"], at_true, at_mirror
         );
-        assert!(at_true < -8.0, "bead {} not dark at its true position: {at_true:.1} sd", b["bead"]);
+        assert!(
+            at_true < -8.0,
+            "bead {} not dark at its true position: {at_true:.1} sd",
+            b["bead"]
+        );
         assert!(
             at_mirror > at_true / 2.0,
             "bead {} as dark at the mirrored position ({at_mirror:.1}) as at the true one ({at_true:.1})",
@@ -104,5 +110,8 @@ fn gold_beads_reconstruct_at_true_positions_not_mirrored() {
         );
         checked += 1;
     }
-    assert!(checked >= 4, "only {checked} beads inside the reconstructed field");
+    assert!(
+        checked >= 4,
+        "only {checked} beads inside the reconstructed field"
+    );
 }

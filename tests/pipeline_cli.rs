@@ -213,7 +213,12 @@ fn reconstruct_cli_correlates_with_truth_and_refuses_bad_input() {
         .arg(&out)
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.mrc"));
     assert_eq!(std::fs::read(&out).unwrap(), before, "output was modified");
     // wrong number of angles: exit code 3 naming the .tlt
@@ -242,8 +247,14 @@ fn run_under_mpi_1_and_3_ranks_identical_resumable_and_readable() {
     let c1 = tiny_config(d.path(), "one", "");
     let c3 = tiny_config(d.path(), "three", "");
     let s1 = ok(one.arg("run").arg(&c1).output().unwrap(), "mpirun -n 1 run");
-    let s3 = ok(three.arg("run").arg(&c3).output().unwrap(), "mpirun -n 3 run");
-    assert!(s1.contains("tilt series") && s3.contains("3 rank(s)"), "{s3}");
+    let s3 = ok(
+        three.arg("run").arg(&c3).output().unwrap(),
+        "mpirun -n 3 run",
+    );
+    assert!(
+        s1.contains("tilt series") && s3.contains("3 rank(s)"),
+        "{s3}"
+    );
     let (o1, o3) = (d.path().join("one"), d.path().join("three"));
     let t1 = tomograms(&o1);
     let t3 = tomograms(&o3);
@@ -321,16 +332,32 @@ fn interrupted_run_resumes_to_the_same_result() {
         .arg(&c)
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let s = summary(&d.path().join("int"));
     assert_eq!(s["complete"].as_bool(), Some(false));
     let done = s["series"].as_array().unwrap().len();
-    ok(lamella().arg("run").arg(&c).arg("--resume").output().unwrap(), "resume");
+    ok(
+        lamella()
+            .arg("run")
+            .arg(&c)
+            .arg("--resume")
+            .output()
+            .unwrap(),
+        "resume",
+    );
     let s = summary(&d.path().join("int"));
     assert_eq!(s["complete"].as_bool(), Some(true));
     let series = s["series"].as_array().unwrap();
     assert_eq!(
-        series.iter().filter(|x| x["resumed"].as_bool() == Some(true)).count(),
+        series
+            .iter()
+            .filter(|x| x["resumed"].as_bool() == Some(true))
+            .count(),
         done
     );
     assert!(series.len() > done);

@@ -34,7 +34,12 @@ where
 /// Install the global subscriber. `verbose` 0 = info, 1 = debug, 2+ = trace; `RUST_LOG`
 /// overrides. Returns a span to keep entered for the program's lifetime (it carries the
 /// rank into JSON logs).
-pub fn init(format: LogFormat, verbose: u8, rank: usize, size: usize) -> tracing::span::EnteredSpan {
+pub fn init(
+    format: LogFormat,
+    verbose: u8,
+    rank: usize,
+    size: usize,
+) -> tracing::span::EnteredSpan {
     let level = match verbose {
         0 => "info",
         1 => "debug",

@@ -90,6 +90,8 @@ pub fn init_threads(threads: Option<usize>, comm: &dyn Comm) -> usize {
             (cores / ranks_here).max(1)
         })
         .max(1);
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
     n
 }

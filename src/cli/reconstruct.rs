@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 /// Reconstruct one tilt series by weighted back-projection.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  lamella reconstruct --stack ts.mrc --tlt ts.tlt --xf ts.xf --bin 2 --thickness 120 --out ts_bin2.mrc")]
+#[command(
+    after_help = "Example:\n  lamella reconstruct --stack ts.mrc --tlt ts.tlt --xf ts.xf --bin 2 --thickness 120 --out ts_bin2.mrc"
+)]
 pub struct Args {
     /// Tilt stack (MRC, [tilt, y, x]).
     #[arg(long)]

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 /// Run the pipeline of a TOML config over all MPI ranks.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  mpirun -n 4 lamella run configs/demo.toml\n  lamella run configs/tiny.toml --resume")]
+#[command(
+    after_help = "Example:\n  mpirun -n 4 lamella run configs/demo.toml\n  lamella run configs/tiny.toml --resume"
+)]
 pub struct Args {
     /// The run configuration (TOML; see configs/demo.toml).
     pub config: PathBuf,
@@ -25,7 +27,10 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
     let outcome = run_pipeline(&a.config, &opts, comm)?;
     if outcome.failed > 0 {
         if comm.rank() == 0 {
-            eprintln!("lamella: {} tilt series failed (see the table above)", outcome.failed);
+            eprintln!(
+                "lamella: {} tilt series failed (see the table above)",
+                outcome.failed
+            );
         }
         return Ok(outcome.exit_code.max(1));
     }

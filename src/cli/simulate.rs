@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 /// Simulate a built-in dataset with full ground truth.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  lamella simulate --preset tiny --seed 7 --out sim/\nWrites per tilt series DIR/<name>.mrc, .rawtlt (nominal), .tlt + .xf (true alignment), .mdoc,\n<name>_truth.mrc, <name>_membrane.mrc, <name>_truth.json, and DIR/truth.json.")]
+#[command(
+    after_help = "Example:\n  lamella simulate --preset tiny --seed 7 --out sim/\nWrites per tilt series DIR/<name>.mrc, .rawtlt (nominal), .tlt + .xf (true alignment), .mdoc,\n<name>_truth.mrc, <name>_membrane.mrc, <name>_truth.json, and DIR/truth.json."
+)]
 pub struct Args {
     /// `tiny` (tests, seconds) or `demo` (3 apoferritin tilt series).
     #[arg(long, default_value = "tiny")]
@@ -44,7 +46,11 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
     comm.barrier();
     if comm.rank() == 0 {
         simio::write_truth_index(&a.out, a.seed, &a.preset, &names)?;
-        println!("simulated {} tilt series into {}", names.len(), a.out.display());
+        println!(
+            "simulated {} tilt series into {}",
+            names.len(),
+            a.out.display()
+        );
     }
     Ok(0)
 }

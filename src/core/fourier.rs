@@ -85,7 +85,11 @@ impl Fft2 {
     /// Forward transform of `img` `(ny, nx)` into `out` `(ny, nx/2+1)`, unnormalised.
     pub fn forward_into(&mut self, img: ArrayView2<f32>, out: &mut Array2<Complex32>) {
         assert_eq!(img.dim(), (self.ny, self.nx), "Fft2::forward: image shape");
-        assert_eq!(out.dim(), (self.ny, self.nx / 2 + 1), "Fft2::forward: output shape");
+        assert_eq!(
+            out.dim(),
+            (self.ny, self.nx / 2 + 1),
+            "Fft2::forward: output shape"
+        );
         for (y, row) in img.axis_iter(Axis(0)).enumerate() {
             for (d, s) in self.row_in.iter_mut().zip(row.iter()) {
                 *d = *s;
@@ -119,7 +123,11 @@ impl Fft2 {
     /// Inverse transform of `spec` `(ny, nx/2+1)` (consumed as scratch) into `img` `(ny, nx)`,
     /// divided by `ny·nx`.
     pub fn inverse_into(&mut self, spec: &mut Array2<Complex32>, img: &mut Array2<f32>) {
-        assert_eq!(spec.dim(), (self.ny, self.nx / 2 + 1), "Fft2::inverse: spectrum shape");
+        assert_eq!(
+            spec.dim(),
+            (self.ny, self.nx / 2 + 1),
+            "Fft2::inverse: spectrum shape"
+        );
         assert_eq!(img.dim(), (self.ny, self.nx), "Fft2::inverse: image shape");
         for x in 0..self.nx / 2 + 1 {
             for y in 0..self.ny {
@@ -193,7 +201,11 @@ pub fn fourier_bin_2d(img: ArrayView2<f32>, bin: usize) -> Array2<f32> {
         } else {
             ky as isize - my as isize
         };
-        let sy = if k >= 0 { k as usize } else { (ny as isize + k) as usize };
+        let sy = if k >= 0 {
+            k as usize
+        } else {
+            (ny as isize + k) as usize
+        };
         for kx in 0..mx / 2 + 1 {
             out[[ky, kx]] = spec[[sy, kx]] * scale;
         }

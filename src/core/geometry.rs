@@ -110,31 +110,38 @@ pub fn matrix_to_euler_zyz(a: &Mat3) -> (f64, f64, f64) {
     }
 }
 
-/// Dynamo's rotation `(tdrot, tilt, narot)` (degrees, ZXZ): `R = Rz(tdrot)·Rx(tilt)·Rz(narot)`,
-/// which rotates the reference onto the particle, i.e. the same role as RELION's `A`
-/// ([`euler_zyz_to_matrix`]). Converting Dynamo → RELION is
+/// Dynamo's rotation `(tdrot, tilt, narot)` (degrees, ZXZ) as the matrix that rotates the
+/// reference onto the particle, i.e. the same role as RELION's `A` ([`euler_zyz_to_matrix`]):
+/// `R = (Rz(narot)·Rx(tilt)·Rz(tdrot))ᵀ = Rz(−tdrot)·Rx(−tilt)·Rz(−narot)`.
+/// Dynamo's angles rotate the aligned particle onto the reference (extrinsic zxz).
+/// Checked with the published equivalent pair Dynamo (−47.273, 1.1777, −132.3) =
+/// RELION (137.7, 1.1777, 42.727). Converting Dynamo → RELION is
 /// `matrix_to_euler_zyz(&dynamo_zxz_to_matrix(..))`.
 pub fn dynamo_zxz_to_matrix(tdrot: f64, tilt: f64, narot: f64) -> Mat3 {
-    matmul(&matmul(&rot_z(tdrot), &rot_x(tilt)), &rot_z(narot))
+    transpose(&matmul(&matmul(&rot_z(narot), &rot_x(tilt)), &rot_z(tdrot)))
 }
 
 /// Inverse of [`dynamo_zxz_to_matrix`]: `(tdrot, tilt, narot)` in degrees, `tilt ∈ [0, 180]`.
 pub fn matrix_to_dynamo_zxz(r: &Mat3) -> (f64, f64, f64) {
-    // R = Rz(a)Rx(b)Rz(c): R22 = cos b, R02 = sin a sin b, R12 = -cos a sin b,
-    // R20 = sin b sin c, R21 = sin b cos c.
-    let cb = r[2][2].clamp(-1.0, 1.0);
-    let sb = (r[0][2] * r[0][2] + r[1][2] * r[1][2]).sqrt();
-    if sb > 1e-9 {
-        let a = r[0][2].atan2(-r[1][2]);
-        let c = r[2][0].atan2(r[2][1]);
-        (a.to_degrees(), sb.atan2(cb).to_degrees(), c.to_degrees())
+    // Rᵀ = Rz(narot)·Rx(tilt)·Rz(tdrot) = Rz(a)Rx(b)Rz(c) with
+    // M22 = cos b, M02 = sin a sin b, M12 = -cos a sin b, M20 = sin b sin c, M21 = sin b cos c.
+    let m = transpose(r);
+    let cb = m[2][2].clamp(-1.0, 1.0);
+    let sb = (m[0][2] * m[0][2] + m[1][2] * m[1][2]).sqrt();
+    let (a, b, c) = if sb > 1e-9 {
+        (
+            m[0][2].atan2(-m[1][2]),
+            sb.atan2(cb),
+            m[2][0].atan2(m[2][1]),
+        )
     } else if cb > 0.0 {
-        // Rz(a + c): R10 = sin(a+c), R00 = cos(a+c)
-        (r[1][0].atan2(r[0][0]).to_degrees(), 0.0, 0.0)
+        // Rz(a + c): M10 = sin(a+c), M00 = cos(a+c)
+        (m[1][0].atan2(m[0][0]), 0.0, 0.0)
     } else {
-        // Rz(a)Rx(180)Rz(c): R00 = cos(a - c), R10 = sin(a - c)
-        (r[1][0].atan2(r[0][0]).to_degrees(), 180.0, 0.0)
-    }
+        // Rz(a)Rx(180)Rz(c): M00 = cos(a - c), M10 = sin(a - c)
+        (m[1][0].atan2(m[0][0]), std::f64::consts::PI, 0.0)
+    };
+    (c.to_degrees(), b.to_degrees(), a.to_degrees())
 }
 
 /// One tilt image's geometry and acquisition parameters.
@@ -469,10 +476,17 @@ mod tests {
     }
 
     #[test]
-    fn dynamo_to_relion_known_case() {
-        // Dynamo (tdrot, tilt, narot) = (0, 90, 0) is Rx(90): RELION (90, 90, -90).
-        let (r, t, p) = matrix_to_euler_zyz(&dynamo_zxz_to_matrix(0.0, 90.0, 0.0));
-        assert!((r - 90.0).abs() < 1e-9 && (t - 90.0).abs() < 1e-9 && (p + 90.0).abs() < 1e-9);
+    fn dynamo_to_relion_published_pair() {
+        // A published equivalent pair (same reconstruction in both programs).
+        let (r, t, p) = matrix_to_euler_zyz(&dynamo_zxz_to_matrix(-47.273, 1.1777, -132.3));
+        assert!((r - 137.7).abs() < 1e-3, "{r}");
+        assert!((t - 1.1777).abs() < 1e-3, "{t}");
+        assert!((p - 42.727).abs() < 1e-3, "{p}");
+        let a = euler_zyz_to_matrix(137.7, 1.1777, 42.727);
+        let (d0, d1, d2) = matrix_to_dynamo_zxz(&a);
+        assert!(
+            (d0 + 47.273).abs() < 1e-3 && (d1 - 1.1777).abs() < 1e-3 && (d2 + 132.3).abs() < 1e-3
+        );
     }
 
     #[test]

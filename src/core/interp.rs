@@ -42,7 +42,11 @@ pub fn trilinear(vol: &ArrayView3<f32>, z: f64, y: f64, x: f64) -> f32 {
         (y - y0 as f64) as f32,
         (z - z0 as f64) as f32,
     );
-    let (x1, y1, z1) = ((x0 + 1).min(nx - 1), (y0 + 1).min(ny - 1), (z0 + 1).min(nz - 1));
+    let (x1, y1, z1) = (
+        (x0 + 1).min(nx - 1),
+        (y0 + 1).min(ny - 1),
+        (z0 + 1).min(nz - 1),
+    );
     let l = |zz: usize| {
         let a = vol[[zz, y0, x0]] * (1.0 - fx) + vol[[zz, y0, x1]] * fx;
         let b = vol[[zz, y1, x0]] * (1.0 - fx) + vol[[zz, y1, x1]] * fx;
@@ -67,7 +71,9 @@ mod tests {
 
     #[test]
     fn trilinear_is_exact_on_planes() {
-        let v = Array3::from_shape_fn((4, 5, 6), |(z, y, x)| x as f32 + 2.0 * y as f32 + 4.0 * z as f32);
+        let v = Array3::from_shape_fn((4, 5, 6), |(z, y, x)| {
+            x as f32 + 2.0 * y as f32 + 4.0 * z as f32
+        });
         let s = trilinear(&v.view(), 1.5, 2.25, 3.75);
         assert!((s - (3.75 + 4.5 + 6.0)).abs() < 1e-5);
     }

@@ -283,14 +283,18 @@ mod tests {
 
     #[test]
     fn typos_and_bad_values_are_named() {
-        let (_d, p) = write("out = \"o\"\n[simulate]\npreset = \"tiny\"\n[reconstruct]\nbinings = [2]\n");
+        let (_d, p) =
+            write("out = \"o\"\n[simulate]\npreset = \"tiny\"\n[reconstruct]\nbinings = [2]\n");
         let e = Config::load(&p).unwrap_err().to_string();
         assert!(e.contains("binings") && e.contains("c.toml"), "{e}");
         let (_d, p) = write("out = \"o\"\n[simulate]\npreset = \"huge\"\n");
         let e = Config::load(&p).unwrap_err().to_string();
         assert!(e.contains("simulate.preset"), "{e}");
         let (_d, p) = write("out = \"o\"\n");
-        assert!(Config::load(&p).unwrap_err().to_string().contains("nothing to do"));
+        assert!(Config::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("nothing to do"));
     }
 
     #[test]

@@ -39,7 +39,11 @@ pub fn center_fit(v: &Array3<f32>, shape: (usize, usize, usize)) -> Array3<f32> 
     let src = v.dim();
     let mut out = Array3::<f32>::zeros(shape);
     let off = |n_src: usize, n_dst: usize| (n_src / 2) as isize - (n_dst / 2) as isize;
-    let (oz, oy, ox) = (off(src.0, shape.0), off(src.1, shape.1), off(src.2, shape.2));
+    let (oz, oy, ox) = (
+        off(src.0, shape.0),
+        off(src.1, shape.1),
+        off(src.2, shape.2),
+    );
     for ((z, y, x), o) in out.indexed_iter_mut() {
         let (sz, sy, sx) = (z as isize + oz, y as isize + oy, x as isize + ox);
         if sz >= 0

@@ -78,8 +78,7 @@ fn build_jobs(cfg: &Config) -> Result<Vec<Job>> {
             .map_err(|e| Error::Config(format!("simulate.preset: {e}")))?;
         let shared = simio::find_shared_data(cfg.shared_data.as_deref())?;
         for (i, p) in sim::preset(preset, &shared).into_iter().enumerate() {
-            let n_tilts =
-                ((p.tilt_max_deg - p.tilt_min_deg) / p.tilt_step_deg).round() as u64 + 1;
+            let n_tilts = ((p.tilt_max_deg - p.tilt_min_deg) / p.tilt_step_deg).round() as u64 + 1;
             jobs.push(Job {
                 name: p.name.clone(),
                 cost: n_tilts * (p.nx * p.ny) as u64,
@@ -186,7 +185,11 @@ pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<Run
         let mut series: Vec<SeriesSummary> = all.into_iter().flatten().collect();
         series.sort_by(|a, b| a.name.cmp(&b.name));
         let failed = series.iter().filter(|s| s.error.is_some()).count();
-        let exit_code = series.iter().filter_map(|s| s.error_code).max().unwrap_or(0);
+        let exit_code = series
+            .iter()
+            .filter_map(|s| s.error_code)
+            .max()
+            .unwrap_or(0);
         let summary = RunSummary {
             version: VERSION.to_string(),
             ranks: comm.size(),
@@ -321,7 +324,12 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         let vol = wbp(loaded.stack.view(), g, &params, &device)?;
         let rel = format!("tomograms/{}_bin{bin}.mrc", job.name);
         let pixel = g.pixel_a * bin as f64;
-        mrc::write(&cfg.out.join(&rel), vol.view(), pixel as f32, MrcKind::Volume)?;
+        mrc::write(
+            &cfg.out.join(&rel),
+            vol.view(),
+            pixel as f32,
+            MrcKind::Volume,
+        )?;
         if let Some(truth) = &loaded.truth {
             let c = metrics::truth_correlation(&vol, truth, bin);
             tracing::info!(bin, correlation = c, "tomogram vs truth");

@@ -7,10 +7,10 @@
 //! stack pixel size), `<name>_membrane.mrc` (membrane mask), `<name>_truth.json`, and with
 //! movies `<name>_frames/<name>_<tilt>.mrcs`. `DIR/truth.json` collects every series.
 
+use crate::io::atomic::write_bytes_atomic;
 use crate::io::imod::{self, XfRow};
 use crate::io::mdoc::{self, MdocTilt};
 use crate::io::mrc::{self, MrcKind};
-use crate::io::atomic::write_bytes_atomic;
 use crate::sim::{SeriesTruth, SimulatedSeries, Truth};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};

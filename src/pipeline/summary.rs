@@ -66,7 +66,10 @@ impl RunSummary {
         stages.sort();
         stages.dedup();
         let mut out = String::new();
-        out.push_str(&format!("{:<16} {:>4} {:>6} {:>11}", "tilt series", "rank", "tilts", "size"));
+        out.push_str(&format!(
+            "{:<16} {:>4} {:>6} {:>11}",
+            "tilt series", "rank", "tilts", "size"
+        ));
         for st in &stages {
             out.push_str(&format!(" {:>12}", format!("{st} s")));
         }

@@ -23,7 +23,9 @@ pub fn files_with_ext(dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -52,9 +54,15 @@ pub fn python(test: &str) -> Option<PathBuf> {
         return Some(cand);
     }
     if std::env::var("LAMELLA_REQUIRE_PYTHON").as_deref() == Ok("1") {
-        panic!("{test}: Python venv not found at {} (run `make venv`)", cand.display());
+        panic!(
+            "{test}: Python venv not found at {} (run `make venv`)",
+            cand.display()
+        );
     }
-    eprintln!("SKIP: {test}: no Python venv at {} (run `make test`)", cand.display());
+    eprintln!(
+        "SKIP: {test}: no Python venv at {} (run `make test`)",
+        cand.display()
+    );
     None
 }
 

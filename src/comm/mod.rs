@@ -8,6 +8,7 @@
 //!
 //! Every collective must be called by every rank, in the same order, as in MPI.
 
+pub mod check;
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;

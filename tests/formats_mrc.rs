@@ -35,7 +35,11 @@ fn expected_pixel(p: &Path) -> Option<f32> {
 #[test]
 fn reads_every_shared_mrc() {
     let files = all_mrc_files();
-    assert!(files.len() >= 60, "expected the shared MRC files, found {}", files.len());
+    assert!(
+        files.len() >= 60,
+        "expected the shared MRC files, found {}",
+        files.len()
+    );
     let mut modes = std::collections::BTreeSet::new();
     for p in &files {
         let m = mrc::read(p).unwrap_or_else(|e| panic!("{e}"));
@@ -62,7 +66,10 @@ fn reads_every_shared_mrc() {
         modes.insert(h.mode);
     }
     // The shared data cover float32, int16 (SerialEM) and float16 (WarpTools).
-    assert!(modes.contains(&1) && modes.contains(&2) && modes.contains(&12), "{modes:?}");
+    assert!(
+        modes.contains(&1) && modes.contains(&2) && modes.contains(&12),
+        "{modes:?}"
+    );
 }
 
 #[test]
@@ -150,7 +157,10 @@ fn mode_99_refused() {
     let p = dir.path().join("mode99.map");
     std::fs::write(&p, &bytes).unwrap();
     let msg = mrc::read(&p).unwrap_err().to_string();
-    assert!(msg.contains("mode99.map") && msg.contains("mode = 99"), "{msg}");
+    assert!(
+        msg.contains("mode99.map") && msg.contains("mode = 99"),
+        "{msg}"
+    );
 }
 
 fn test_volume() -> Array3<f32> {
@@ -190,7 +200,11 @@ for path, kind in ((sys.argv[1], "volume"), (sys.argv[2], "stack")):
         assert_eq!(f[0], kind);
         assert_eq!(f[1], "True", "mrcfile.validate failed: {line}");
         let (is_vol, is_stack) = (f[2] == "True", f[3] == "True");
-        assert_eq!((is_vol, is_stack), (kind == "volume", kind == "stack"), "{line}");
+        assert_eq!(
+            (is_vol, is_stack),
+            (kind == "volume", kind == "stack"),
+            "{line}"
+        );
         assert!(line.contains("(6, 10, 12)"), "{line}");
         assert_eq!(f[7].parse::<f64>().unwrap(), 3.5);
         assert_eq!(f[8].parse::<f64>().unwrap(), 3.5);
@@ -271,6 +285,10 @@ print("ok")
         let want = std::fs::read(dir.path().join(format!("{i}.f32"))).unwrap();
         let got = mrc::read(p).unwrap().data;
         let got_bytes: Vec<u8> = got.iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert!(got_bytes == want, "{}: data differ from mrcfile's", p.display());
+        assert!(
+            got_bytes == want,
+            "{}: data differ from mrcfile's",
+            p.display()
+        );
     }
 }

@@ -53,7 +53,9 @@ pub fn read_tlt(path: &Path) -> Result<Vec<f64>> {
                 return Err(Error::bad_input(
                     path,
                     format!("line {}", i + 1),
-                    format!("expected one tilt angle per line, found {n} values; is this a .tlt file?"),
+                    format!(
+                        "expected one tilt angle per line, found {n} values; is this a .tlt file?"
+                    ),
                 ))
             }
         }
@@ -123,7 +125,10 @@ impl XfRow {
     pub fn from_axis_shift(axis_deg: f64, shift_x_a: f64, shift_y_a: f64, pixel_a: f64) -> XfRow {
         let a = rot2(-axis_deg);
         let d = mul2(&a, [shift_x_a / pixel_a, shift_y_a / pixel_a]);
-        XfRow { a, d: [-d[0], -d[1]] }
+        XfRow {
+            a,
+            d: [-d[0], -d[1]],
+        }
     }
 
     /// Isotropic magnification of `A`: `sqrt(|det A|)` (1 for a pure rotation). IMOD's
@@ -262,7 +267,10 @@ mod tests {
         }
         std::fs::write(&q, "1 0 0 1 0\n").unwrap();
         let e = read_xf(&q).unwrap_err().to_string();
-        assert!(e.contains("a.xf") && e.contains("line 1") && e.contains("found 5"), "{e}");
+        assert!(
+            e.contains("a.xf") && e.contains("line 1") && e.contains("found 5"),
+            "{e}"
+        );
         std::fs::write(&p, "1.0\n\nabc\n").unwrap();
         let e = read_tlt(&p).unwrap_err().to_string();
         assert!(e.contains("line 3") && e.contains("abc"), "{e}");

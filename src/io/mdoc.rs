@@ -131,8 +131,7 @@ impl Mdoc {
                 let inner = inner
                     .strip_suffix(']')
                     .ok_or_else(|| bad("a section line must end with `]`"))?;
-                let (kind, id) =
-                    split_kv(inner).ok_or_else(|| bad("expected `[Kind = id]`"))?;
+                let (kind, id) = split_kv(inner).ok_or_else(|| bad("expected `[Kind = id]`"))?;
                 if kind == "T" {
                     doc.titles.push(id);
                 } else {
@@ -275,17 +274,31 @@ mod tests {
 
     #[test]
     fn syntax_variants() {
-        let text = "\u{feff}T = SerialEM: bare title   \r\nPixelSpacing = 2.5\r\nKey = a b  c\r\n\r\n\
+        let text =
+            "\u{feff}T = SerialEM: bare title   \r\nPixelSpacing = 2.5\r\nKey = a b  c\r\n\r\n\
                     [T = Tilt axis angle = -86.7, binning = 1]\r\n# comment\r\n[ZValue = 3]\r\n\
                     TiltAngle = -1.5\r\nX = 1\r\nX = 2\r\nSubFramePath = /a/b/c.tif\r\n\
                     [Item = 17-1-A]\r\nNote = Sec 0 - map.mrc -\r\n[MontSection = 0]\r\n";
         let d = Mdoc::parse(text, Path::new("t.mdoc")).unwrap();
-        assert_eq!(d.titles, vec!["SerialEM: bare title", "Tilt axis angle = -86.7, binning = 1"]);
+        assert_eq!(
+            d.titles,
+            vec![
+                "SerialEM: bare title",
+                "Tilt axis angle = -86.7, binning = 1"
+            ]
+        );
         assert_eq!(d.get("Key"), Some("a b  c"));
         assert_eq!(d.pixel_spacing_a(), Some(2.5));
         assert_eq!(d.tilt_axis_angle(), Some(-86.7));
         assert_eq!(d.sections.len(), 3);
-        assert_eq!(d.sections[0].entries.iter().filter(|(k, _)| k == "X").count(), 2);
+        assert_eq!(
+            d.sections[0]
+                .entries
+                .iter()
+                .filter(|(k, _)| k == "X")
+                .count(),
+            2
+        );
         assert_eq!(d.sections[0].get("X"), Some("1"));
         assert_eq!(d.sections[1].kind, "Item");
         assert_eq!(d.sections[1].id, "17-1-A");
@@ -298,9 +311,13 @@ mod tests {
 
     #[test]
     fn bad_lines_refused() {
-        let e = Mdoc::parse("A = 1\n[ZValue = 0\n", Path::new("x.mdoc")).unwrap_err().to_string();
+        let e = Mdoc::parse("A = 1\n[ZValue = 0\n", Path::new("x.mdoc"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.mdoc") && e.contains("line 2"), "{e}");
-        let e = Mdoc::parse("A = 1\njunk\n", Path::new("x.mdoc")).unwrap_err().to_string();
+        let e = Mdoc::parse("A = 1\njunk\n", Path::new("x.mdoc"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2") && e.contains("junk"), "{e}");
     }
 }

@@ -430,7 +430,10 @@ mod tests {
     fn row_count_mismatch_names_row() {
         let e = p("data_p\nloop_\n_a #1\n_b #2\n1 2\n3\n").unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("t.star") && s.contains("data_p row 2") && s.contains("line 6"), "{s}");
+        assert!(
+            s.contains("t.star") && s.contains("data_p row 2") && s.contains("line 6"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -442,7 +445,10 @@ mod tests {
             .f64_column("a", Path::new("t.star"), "p")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("t.star") && e.contains("data_p/_a row 3") && e.contains("x7"), "{e}");
+        assert!(
+            e.contains("t.star") && e.contains("data_p/_a row 3") && e.contains("x7"),
+            "{e}"
+        );
     }
 
     #[test]

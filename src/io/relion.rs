@@ -823,7 +823,7 @@ mod tests {
             tilt_series_stack: "TS_1.mrcs".into(),
             reconstructed: None,
         };
-        write_tomograms_star(dir.path(), &[e.clone()]).unwrap();
+        write_tomograms_star(dir.path(), std::slice::from_ref(&e)).unwrap();
         let g = read_tomograms_global(&dir.path().join("tomograms.star")).unwrap();
         assert_eq!(g[0].size_px, Some([512, 480, 200]));
         let ts = dir.path().join(g[0].tilt_series_star.as_ref().unwrap());

@@ -180,6 +180,17 @@ pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<Run
     let mut flag = [if signals::stop_requested() { 1.0 } else { 0.0 }];
     comm.allreduce_max_f64(&mut flag);
     let interrupted = flag[0] > 0.0;
+    // collective: every rank takes part before rank 0 goes on alone
+    let hosts = {
+        let mut h: Vec<String> = comm
+            .all_gather_bytes(comm.host().as_bytes())
+            .into_iter()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .collect();
+        h.sort();
+        h.dedup();
+        h
+    };
     let gathered = gather_serde(comm, 0, &done);
     let root_outcome = if let Some(all) = gathered {
         let mut series: Vec<SeriesSummary> = all.into_iter().flatten().collect();
@@ -198,7 +209,7 @@ pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<Run
             geometry: geometry_note(&cfg),
             series,
         };
-        finish_root(&cfg, &config_text, opts, comm, &summary, &start_time)?;
+        finish_root(&cfg, &config_text, opts, hosts, comm.size(), &summary, &start_time)?;
         Some(RunOutcome {
             summary: Some(summary),
             failed,
@@ -225,12 +236,14 @@ fn geometry_note(cfg: &Config) -> String {
     }
 }
 
-/// Rank 0 after the gather: truth index, summary.json, lamella.h5, the table.
+/// Rank 0 after the gather (no collectives here): truth index, summary.json, lamella.h5,
+/// the table.
 fn finish_root(
     cfg: &Config,
     config_text: &str,
     opts: &RunOptions,
-    comm: &dyn Comm,
+    hosts: Vec<String>,
+    ranks: usize,
     summary: &RunSummary,
     start_time: &str,
 ) -> Result<()> {
@@ -247,21 +260,11 @@ fn finish_root(
         }
     }
     simio::write_json(&cfg.out.join("summary.json"), summary)?;
-    let hosts = {
-        let mut h: Vec<String> = comm
-            .all_gather_bytes(comm.host().as_bytes())
-            .into_iter()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .collect();
-        h.sort();
-        h.dedup();
-        h
-    };
     let info = RunInfo {
         program_version: VERSION.to_string(),
         config_text: config_text.to_string(),
         command_line: opts.command_line.clone(),
-        ranks: comm.size(),
+        ranks,
         hosts,
         start_time: start_time.to_string(),
         end_time: now_rfc3339(),

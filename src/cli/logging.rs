@@ -2,6 +2,7 @@
 
 use super::LogFormat;
 use std::fmt;
+use std::io::IsTerminal;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields};
 use tracing_subscriber::fmt::FmtContext;
@@ -54,6 +55,7 @@ pub fn init(
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .event_format(RankPrefixed {
                     inner,
                     prefix: format!("[rank {rank}/{size}]"),

@@ -134,7 +134,11 @@ mod tests {
         let cs = 2.7e7;
         let target = PI - 0.07f64.asin();
         // solve (π/2)Cs λ³ s⁴ − π λ Δf s² + target = 0 for the smaller root in s²
-        let (qa, qb, qc) = (0.5 * PI * cs * lambda.powi(3), -PI * lambda * 20000.0, target);
+        let (qa, qb, qc) = (
+            0.5 * PI * cs * lambda.powi(3),
+            -PI * lambda * 20000.0,
+            target,
+        );
         let s2 = (-qb - (qb * qb - 4.0 * qa * qc).sqrt()) / (2.0 * qa);
         let s0 = s2.sqrt();
         assert!(c.value(s0, 0.0).abs() < 1e-9);

@@ -71,8 +71,25 @@ fn element_from_name(name_field: &str) -> String {
 pub(crate) fn is_known_two_letter(sym: &str) -> bool {
     matches!(
         sym,
-        "FE" | "ZN" | "MG" | "MN" | "CA" | "NA" | "CL" | "CU" | "CO" | "NI" | "SE" | "BR" | "AU"
-            | "PT" | "CD" | "HG" | "PB" | "AG" | "MO" | "LI"
+        "FE" | "ZN"
+            | "MG"
+            | "MN"
+            | "CA"
+            | "NA"
+            | "CL"
+            | "CU"
+            | "CO"
+            | "NI"
+            | "SE"
+            | "BR"
+            | "AU"
+            | "PT"
+            | "CD"
+            | "HG"
+            | "PB"
+            | "AG"
+            | "MO"
+            | "LI"
     )
 }
 
@@ -100,7 +117,10 @@ fn parse_pdb(text: &str, path: &Path) -> Result<Vec<Atom>> {
                 Error::bad_input(
                     path,
                     format!("line {} {what} (columns {a}-{b})", ln + 1),
-                    format!("cannot parse {:?} as a number; fix the record", field(line, a, b)),
+                    format!(
+                        "cannot parse {:?} as a number; fix the record",
+                        field(line, a, b)
+                    ),
                 )
             })
         };
@@ -172,7 +192,12 @@ fn parse_mmcif(text: &str, path: &Path) -> Result<Vec<Atom>> {
             let mut cols = Vec::new();
             i += 1;
             while i < lines.len() && lines[i].trim_start().starts_with("_atom_site.") {
-                cols.push(lines[i].trim().trim_start_matches("_atom_site.").to_string());
+                cols.push(
+                    lines[i]
+                        .trim()
+                        .trim_start_matches("_atom_site.")
+                        .to_string(),
+                );
                 i += 1;
             }
             let idx = |name: &str| cols.iter().position(|c| c == name);
@@ -197,7 +222,11 @@ fn parse_mmcif(text: &str, path: &Path) -> Result<Vec<Atom>> {
             while i < lines.len() {
                 let l = lines[i];
                 let t = l.trim();
-                if t.starts_with('#') || t == "loop_" || t.starts_with('_') || t.starts_with("data_") {
+                if t.starts_with('#')
+                    || t == "loop_"
+                    || t.starts_with('_')
+                    || t.starts_with("data_")
+                {
                     break;
                 }
                 i += 1;
@@ -288,14 +317,16 @@ mod tests {
 
     #[test]
     fn bad_coordinate_names_line() {
-        let text = "ATOM      2  CA  SER A   4      4x.790  75.724  82.992  1.00 86.17           C\n";
+        let text =
+            "ATOM      2  CA  SER A   4      4x.790  75.724  82.992  1.00 86.17           C\n";
         let e = parse_pdb(text, Path::new("x.pdb")).unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("x.pdb"), "{e}");
     }
 
     #[test]
     fn reads_mmcif_loop() {
-        let text = "data_test\n#\nloop_\n_atom_site.group_PDB\n_atom_site.id\n_atom_site.type_symbol\n\
+        let text =
+            "data_test\n#\nloop_\n_atom_site.group_PDB\n_atom_site.id\n_atom_site.type_symbol\n\
 _atom_site.label_atom_id\n_atom_site.Cartn_x\n_atom_site.Cartn_y\n_atom_site.Cartn_z\n\
 _atom_site.occupancy\n_atom_site.B_iso_or_equiv\n_atom_site.pdbx_PDB_model_num\n\
 ATOM 1 N N 1.0 2.0 3.0 1.00 20.0 1\n\

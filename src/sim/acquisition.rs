@@ -63,7 +63,10 @@ pub fn acquisition_order(nominal: &[f64], scheme: &TiltScheme) -> Vec<usize> {
 /// and y, defocus `defocus + N(0, defocus_sigma)` and an astigmatism angle uniform in
 /// [0°, 180°) (`U = Δf + astig/2`, `V = Δf − astig/2`). The total dose is split evenly; the
 /// pre-exposure of a tilt is the dose of the tilts acquired before it.
-pub fn true_geometry<R: Rng>(p: &SeriesParams, rng: &mut R) -> Result<(TiltSeriesGeometry, Vec<f64>)> {
+pub fn true_geometry<R: Rng>(
+    p: &SeriesParams,
+    rng: &mut R,
+) -> Result<(TiltSeriesGeometry, Vec<f64>)> {
     let nominal = nominal_tilts(p.tilt_min_deg, p.tilt_max_deg, p.tilt_step_deg)?;
     let order = acquisition_order(&nominal, &p.scheme);
     let n = nominal.len();

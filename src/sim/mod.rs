@@ -24,10 +24,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A structure to simulate.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -63,11 +64,25 @@ impl Structure {
 
     /// Render (or resample) this structure at `pixel_a`: the reference of the particles
     /// (`particle(x) = reference(Aᵀ·(x − pos))`, reference centre at voxel `n/2`).
-    pub fn render(&self, pixel_a: f64) -> Result<RenderedMap> {
+    ///
+    /// Atomic models are rendered once per (path, pixel) and process: later calls reuse the
+    /// result (rendering is deterministic, so this changes no output).
+    pub fn render(&self, pixel_a: f64) -> Result<Arc<RenderedMap>> {
         match self {
             Structure::Pdb(p) => {
+                type Cache = Mutex<HashMap<(PathBuf, u64), Arc<RenderedMap>>>;
+                static CACHE: OnceLock<Cache> = OnceLock::new();
+                let key = (p.clone(), pixel_a.to_bits());
+                let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+                if let Some(m) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+                    return Ok(m);
+                }
                 let atoms = crate::io::pdb::read_atoms(p)?;
-                Ok(potential::render_atoms(&atoms, pixel_a))
+                let m = Arc::new(potential::render_atoms(&atoms, pixel_a));
+                if let Ok(mut c) = cache.lock() {
+                    c.insert(key, m.clone());
+                }
+                Ok(m)
             }
             Structure::Map {
                 path_label,
@@ -83,9 +98,13 @@ impl Structure {
                     ));
                 }
                 if voxels.iter().any(|v| !v.is_finite()) {
-                    return Err(Error::bad_input(path_label, "voxels", "map contains NaN/Inf; fix the map"));
+                    return Err(Error::bad_input(
+                        path_label,
+                        "voxels",
+                        "map contains NaN/Inf; fix the map",
+                    ));
                 }
-                Ok(potential::resample_map(voxels, *mp, pixel_a))
+                Ok(Arc::new(potential::resample_map(voxels, *mp, pixel_a)))
             }
         }
     }
@@ -401,8 +420,9 @@ pub fn mix_seed(seed: u64, stream: u64) -> u64 {
 }
 
 fn fnv1a(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 const STREAM_PLACEMENT: u64 = 1;
@@ -410,8 +430,20 @@ const STREAM_ACQUISITION: u64 = 2;
 const STREAM_NOISE: u64 = 1 << 20;
 const STREAM_DRIFT: u64 = 2 << 20;
 
+/// Padding (pixels per side) of the simulated images before cropping to the camera size:
+/// 12.5% of the larger side, at least 16, even.
+pub fn image_pad(n: usize) -> usize {
+    let p = (n / 8).max(16);
+    p + p % 2
+}
+
 fn validate(p: &SeriesParams) -> Result<()> {
-    let bad = |field: &str, msg: &str| Err(Error::Config(format!("series {:?}: {field}: {msg}", p.name)));
+    let bad = |field: &str, msg: &str| {
+        Err(Error::Config(format!(
+            "series {:?}: {field}: {msg}",
+            p.name
+        )))
+    };
     if p.nx < 8 || p.ny < 8 {
         return bad("nx/ny", "image must be at least 8×8 pixels");
     }
@@ -453,7 +485,10 @@ fn validate(p: &SeriesParams) -> Result<()> {
     }
     let vox = p.nx as f64 * p.ny as f64 * (p.thickness_a / p.pixel_a);
     if vox > 4.0e9 {
-        return bad("nx/ny/thickness_a", "volume over 4·10⁹ voxels; bin (larger pixel_a) or crop");
+        return bad(
+            "nx/ny/thickness_a",
+            "volume over 4·10⁹ voxels; bin (larger pixel_a) or crop",
+        );
     }
     Ok(())
 }
@@ -478,14 +513,19 @@ pub fn simulate_series(params: &SeriesParams, seed: u64) -> Result<SimulatedSeri
         if *copies > 0 {
             maps.push((s.name(), s.render(px)?, *copies));
         } else {
-            maps.push((s.name(), RenderedMap { pixel_a: px, potential: Array3::zeros((2, 2, 2)), radius_a: 0.0 }, 0));
+            let empty = RenderedMap {
+                pixel_a: px,
+                potential: Array3::zeros((2, 2, 2)),
+                radius_a: 0.0,
+            };
+            maps.push((s.name(), Arc::new(empty), 0));
         }
     }
     let placed: Vec<phantom::PlacedStructure> = maps
         .iter()
         .map(|(n, m, c)| phantom::PlacedStructure {
             name: n.clone(),
-            map: m,
+            map: m.as_ref(),
             copies: *c,
         })
         .collect();
@@ -505,24 +545,50 @@ pub fn simulate_series(params: &SeriesParams, seed: u64) -> Result<SimulatedSeri
     let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(series_seed, STREAM_ACQUISITION));
     let (geometry, nominal) = acquisition::true_geometry(params, &mut rng)?;
 
-    // 4. per tilt: project, form the image, noise, movies
-    let plan = Fft2::new(params.ny, params.nx);
-    let per_tilt: Vec<(ndarray::Array2<f32>, Option<Array3<f32>>, Vec<[f64; 2]>)> = (0..geometry.len())
+    // 4. per tilt: project, form the image, noise, movies. Images are made `pad` pixels larger
+    //    on every side and cropped, so CTF delocalisation and frame drift do not wrap around.
+    let pad = image_pad(params.nx.max(params.ny));
+    let (pnx, pny) = (params.nx + 2 * pad, params.ny + 2 * pad);
+    let mut padded_geom = geometry.clone();
+    padded_geom.nx = pnx;
+    padded_geom.ny = pny;
+    let crop = |a: &ndarray::Array2<f32>| {
+        a.slice(ndarray::s![pad..pad + params.ny, pad..pad + params.nx])
+            .to_owned()
+    };
+    let plan = Fft2::new(pny, pnx);
+    type TiltOut = (ndarray::Array2<f32>, Option<Array3<f32>>, Vec<[f64; 2]>);
+    let per_tilt: Vec<TiltOut> = (0..geometry.len())
         .into_par_iter()
         .map(|i| {
             let mut plan = plan.clone();
-            let proj = project::project_ray_sum(spec.excess.view(), px, &geometry.tilts[i], params.nx, params.ny);
-            let mean = image::expected_counts(&proj, &geometry, i, &mut plan);
-            let mut noise_rng = ChaCha8Rng::seed_from_u64(mix_seed(series_seed, STREAM_NOISE + i as u64));
+            let proj =
+                project::project_ray_sum(spec.excess.view(), px, &geometry.tilts[i], pnx, pny);
+            let mean = image::expected_counts(&proj, &padded_geom, i, &mut plan);
+            let mut noise_rng =
+                ChaCha8Rng::seed_from_u64(mix_seed(series_seed, STREAM_NOISE + i as u64));
             if params.frames_per_tilt > 0 {
-                let mut drift_rng = ChaCha8Rng::seed_from_u64(mix_seed(series_seed, STREAM_DRIFT + i as u64));
-                let drift = image::drift_trajectory(params.frames_per_tilt, params.drift_a_per_frame, &mut drift_rng);
-                let (frames, sum) = image::movie_frames(&mean, &drift, px, params.noise, &mut plan, &mut noise_rng);
-                (sum, Some(frames), drift)
+                let mut drift_rng =
+                    ChaCha8Rng::seed_from_u64(mix_seed(series_seed, STREAM_DRIFT + i as u64));
+                let drift = image::drift_trajectory(
+                    params.frames_per_tilt,
+                    params.drift_a_per_frame,
+                    &mut drift_rng,
+                );
+                let (frames, sum) =
+                    image::movie_frames(&mean, &drift, px, params.noise, &mut plan, &mut noise_rng);
+                let frames = frames
+                    .slice(ndarray::s![.., pad..pad + params.ny, pad..pad + params.nx])
+                    .to_owned();
+                (crop(&sum), Some(frames), drift)
             } else if params.noise {
-                (image::poisson_image(&mean, &mut noise_rng), None, Vec::new())
+                (
+                    image::poisson_image(&crop(&mean), &mut noise_rng),
+                    None,
+                    Vec::new(),
+                )
             } else {
-                (mean, None, Vec::new())
+                (crop(&mean), None, Vec::new())
             }
         })
         .collect();
@@ -530,7 +596,11 @@ pub fn simulate_series(params: &SeriesParams, seed: u64) -> Result<SimulatedSeri
     let mut stack = Array3::<f32>::zeros((geometry.len(), params.ny, params.nx));
     let mut frames = Vec::new();
     let mut tilts = Vec::new();
-    for (i, ((img, fr, drift), mut slot)) in per_tilt.into_iter().zip(stack.axis_iter_mut(Axis(0))).enumerate() {
+    for (i, ((img, fr, drift), mut slot)) in per_tilt
+        .into_iter()
+        .zip(stack.axis_iter_mut(Axis(0)))
+        .enumerate()
+    {
         slot.assign(&img);
         if let Some(f) = fr {
             frames.push(f);

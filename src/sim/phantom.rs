@@ -65,9 +65,21 @@ pub fn random_rotation<R: Rng>(rng: &mut R) -> Mat3 {
     }
     let [w, x, y, z] = q;
     [
-        [1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y - w * z), 2.0 * (x * z + w * y)],
-        [2.0 * (x * y + w * z), 1.0 - 2.0 * (x * x + z * z), 2.0 * (y * z - w * x)],
-        [2.0 * (x * z - w * y), 2.0 * (y * z + w * x), 1.0 - 2.0 * (x * x + y * y)],
+        [
+            1.0 - 2.0 * (y * y + z * z),
+            2.0 * (x * y - w * z),
+            2.0 * (x * z + w * y),
+        ],
+        [
+            2.0 * (x * y + w * z),
+            1.0 - 2.0 * (x * x + z * z),
+            2.0 * (y * z - w * x),
+        ],
+        [
+            2.0 * (x * z - w * y),
+            2.0 * (y * z + w * x),
+            1.0 - 2.0 * (x * x + y * y),
+        ],
     ]
 }
 
@@ -226,7 +238,9 @@ pub fn build_specimen<R: Rng>(
     let px = frame.pixel_a;
     let mut excess = Array3::<f32>::zeros((nz, ny, nx));
     let mut membrane = Array3::<u8>::zeros((nz, ny, nx));
-    let mut placer = Placer { objects: Vec::new() };
+    let mut placer = Placer {
+        objects: Vec::new(),
+    };
     let mut out_ves = Vec::new();
     let mut out_particles = Vec::new();
     let mut out_beads = Vec::new();
@@ -338,7 +352,9 @@ mod tests {
         for _ in 0..n {
             let r = random_rotation(&mut rng);
             let rrt = crate::core::geometry::matmul(&r, &transpose(&r));
-            assert!(crate::core::geometry::max_abs_diff(&rrt, &crate::core::geometry::IDENTITY) < 1e-9);
+            assert!(
+                crate::core::geometry::max_abs_diff(&rrt, &crate::core::geometry::IDENTITY) < 1e-9
+            );
             let z = apply(&r, [0.0, 0.0, 1.0]);
             for k in 0..3 {
                 mean_z[k] += z[k] / n as f64;

@@ -103,15 +103,17 @@ pub fn scattering_gaussians(element: &str) -> ([f64; 5], [f64; 5]) {
 fn erfc(x: f64) -> f64 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t * (-z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-        .exp();
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
     if x >= 0.0 {
         r
     } else {
@@ -134,8 +136,8 @@ pub struct RenderedMap {
 struct AtomStamp {
     start: [isize; 3], // first voxel (x, y, z)
     width: usize,
-    amp: [f64; 5],               // K·a_i·occ / voxel volume, V
-    fx: Vec<f32>,                // [5 × width]
+    amp: [f64; 5], // K·a_i·occ / voxel volume, V
+    fx: Vec<f32>,  // [5 × width]
     fy: Vec<f32>,
     fz: Vec<f32>,
 }
@@ -158,7 +160,8 @@ pub fn render_atoms(atoms: &[Atom], pixel_a: f64) -> RenderedMap {
         let d2: f64 = (0..3).map(|k| (a.xyz_a[k] - centre[k]).powi(2)).sum();
         rmax = rmax.max(d2.sqrt());
         let (_, b) = scattering_gaussians(&a.element);
-        sig_max = sig_max.max(((b[4] + a.b_factor.max(0.0)) / (8.0 * std::f64::consts::PI.powi(2))).sqrt());
+        sig_max = sig_max
+            .max(((b[4] + a.b_factor.max(0.0)) / (8.0 * std::f64::consts::PI.powi(2))).sqrt());
     }
     let reach = rmax + 4.0 * sig_max + pixel_a;
     let half = (reach / pixel_a).ceil() as usize + 1;
@@ -180,13 +183,19 @@ pub fn render_atoms(atoms: &[Atom], pixel_a: f64) -> RenderedMap {
             let smax = sig.iter().cloned().fold(0.0, f64::max);
             let w = (4.0 * smax + 1.0).ceil() as isize;
             let width = (2 * w + 1) as usize;
-            let pos: Vec<f64> = (0..3).map(|k| (a.xyz_a[k] - centre[k]) / pixel_a + c).collect();
+            let pos: Vec<f64> = (0..3)
+                .map(|k| (a.xyz_a[k] - centre[k]) / pixel_a + c)
+                .collect();
             let start = [
                 pos[0].round() as isize - w,
                 pos[1].round() as isize - w,
                 pos[2].round() as isize - w,
             ];
-            let mut f = [vec![0f32; 5 * width], vec![0f32; 5 * width], vec![0f32; 5 * width]];
+            let mut f = [
+                vec![0f32; 5 * width],
+                vec![0f32; 5 * width],
+                vec![0f32; 5 * width],
+            ];
             for (k, fk) in f.iter_mut().enumerate() {
                 for (g, &s) in sig.iter().enumerate() {
                     let inv = 1.0 / (std::f64::consts::SQRT_2 * s);
@@ -333,7 +342,10 @@ mod tests {
             let m = render_atoms(&[atom("C", [1.3, -2.0, 0.4])], px);
             let total: f64 = m.potential.iter().map(|&v| v as f64).sum::<f64>() * px.powi(3);
             let want = POTENTIAL_PREFACTOR_V_A2 * 2.5088;
-            assert!((total - want).abs() / want < 1e-4, "px {px}: {total} vs {want}");
+            assert!(
+                (total - want).abs() / want < 1e-4,
+                "px {px}: {total} vs {want}"
+            );
         }
     }
 

@@ -86,7 +86,11 @@ pub fn project_ray_sum(
                     let y = (s0[1] + k * inc[1]).max(0.0);
                     let z = (s0[2] + k * inc[2]).max(0.0);
                     let (x0, y0, z0) = (x as usize, y as usize, z as usize);
-                    let (fx, fy, fz) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32, (z - z0 as f64) as f32);
+                    let (fx, fy, fz) = (
+                        (x - x0 as f64) as f32,
+                        (y - y0 as f64) as f32,
+                        (z - z0 as f64) as f32,
+                    );
                     let i = z0 * sz + y0 * sy + x0 * sx;
                     let c00 = data[i] + fx * (data[i + 1] - data[i]);
                     let c01 = data[i + sy] + fx * (data[i + sy + 1] - data[i + sy]);
@@ -111,7 +115,7 @@ mod tests {
     /// A Gaussian blob of integral `mass` (value·Å³) at specimen position `pos` (Å).
     fn blob(n: [usize; 3], px: f64, pos: [f64; 3], sigma_a: f64, mass: f64) -> Array3<f32> {
         let (nz, ny, nx) = (n[2], n[1], n[0]);
-        let norm = mass / ((2.0 * std::f64::consts::PI).powf(1.5) * sigma_a.powi(3)) ;
+        let norm = mass / ((2.0 * std::f64::consts::PI).powf(1.5) * sigma_a.powi(3));
         Array3::from_shape_fn((nz, ny, nx), |(z, y, x)| {
             let p = [
                 (x as f64 - (nx / 2) as f64) * px - pos[0],
@@ -154,10 +158,16 @@ mod tests {
             let want = t.projection(px, 72, 80).project(pos);
             let (c, total) = centroid(&img);
             let err = ((c[0] - want[0]).powi(2) + (c[1] - want[1]).powi(2)).sqrt();
-            assert!(err < 0.3, "tilt {tilt} axis {axis}: centroid {c:?} vs {want:?}");
+            assert!(
+                err < 0.3,
+                "tilt {tilt} axis {axis}: centroid {c:?} vs {want:?}"
+            );
             // ∫∫ P du dv = mass: image sum · px² (values are V·Å)
             let m = total * px * px;
-            assert!((m - mass).abs() / mass < 0.01, "tilt {tilt}: mass {m} vs {mass}");
+            assert!(
+                (m - mass).abs() / mass < 0.01,
+                "tilt {tilt}: mass {m} vs {mass}"
+            );
         }
     }
 }

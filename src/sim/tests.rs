@@ -12,7 +12,8 @@ fn shell_map() -> Structure {
     let n = 24;
     let c = (n / 2) as f64;
     let vox = Array3::from_shape_fn((n, n, n), |(z, y, x)| {
-        let r = ((x as f64 - c).powi(2) + (y as f64 - c).powi(2) + (z as f64 - c).powi(2)).sqrt() * 4.0;
+        let r =
+            ((x as f64 - c).powi(2) + (y as f64 - c).powi(2) + (z as f64 - c).powi(2)).sqrt() * 4.0;
         if (25.0..40.0).contains(&r) {
             7.0f32
         } else {
@@ -103,12 +104,23 @@ fn objects_inside_slab_and_apart() {
         (p.ny / 2) as f64 * p.pixel_a,
         0.5 * p.thickness_a,
     ];
-    let mut objs: Vec<([f64; 3], f64)> = t.particles.iter().map(|q| (q.position_a, q.radius_a)).collect();
-    objs.extend(t.vesicles.iter().map(|v| (v.centre_a, v.radius_a + phantom::MEMBRANE_HALF_A)));
+    let mut objs: Vec<([f64; 3], f64)> = t
+        .particles
+        .iter()
+        .map(|q| (q.position_a, q.radius_a))
+        .collect();
+    objs.extend(
+        t.vesicles
+            .iter()
+            .map(|v| (v.centre_a, v.radius_a + phantom::MEMBRANE_HALF_A)),
+    );
     objs.extend(t.beads.iter().map(|b| (b.centre_a, b.radius_a)));
     for (i, (c, r)) in objs.iter().enumerate() {
         for k in 0..3 {
-            assert!(c[k].abs() + r <= half[k] + 1e-6, "object {i} axis {k}: {c:?} r {r}");
+            assert!(
+                c[k].abs() + r <= half[k] + 1e-6,
+                "object {i} axis {k}: {c:?} r {r}"
+            );
         }
         for (c2, r2) in &objs[i + 1..] {
             let d = (0..3).map(|k| (c[k] - c2[k]).powi(2)).sum::<f64>().sqrt();
@@ -136,7 +148,10 @@ fn mean_counts_equal_dose() {
     let want = p.total_dose_e_a2 / s.geometry.len() as f64 * p.pixel_a * p.pixel_a;
     for (i, img) in s.stack.axis_iter(Axis(0)).enumerate() {
         let m = img.mean().unwrap() as f64;
-        assert!((m - want).abs() / want < 0.03, "tilt {i}: mean {m} vs {want}");
+        assert!(
+            (m - want).abs() / want < 0.03,
+            "tilt {i}: mean {m} vs {want}"
+        );
     }
     // with movies the realigned sum keeps the counts too
     let mut q = small_params();
@@ -145,7 +160,12 @@ fn mean_counts_equal_dose() {
     let f0 = &s.frames[0];
     assert_eq!(f0.dim().0, 3);
     let fsum: f64 = f0.iter().map(|&v| v as f64).sum();
-    let ssum: f64 = s.stack.index_axis(Axis(0), 0).iter().map(|&v| v as f64).sum();
+    let ssum: f64 = s
+        .stack
+        .index_axis(Axis(0), 0)
+        .iter()
+        .map(|&v| v as f64)
+        .sum();
     assert!((fsum - ssum).abs() / ssum < 1e-3);
     assert_eq!(s.truth.tilts[0].frame_drift_a.len(), 3);
 }
@@ -205,20 +225,28 @@ fn apoferritin_is_a_hollow_sphere() {
     let mut sum = vec![0.0f64; nb];
     let mut cnt = vec![0usize; nb];
     for ((z, y, x), &v) in m.potential.indexed_iter() {
-        let r = ((x as f64 - c).powi(2) + (y as f64 - c).powi(2) + (z as f64 - c).powi(2)).sqrt() * 2.0;
+        let r =
+            ((x as f64 - c).powi(2) + (y as f64 - c).powi(2) + (z as f64 - c).powi(2)).sqrt() * 2.0;
         let b = (r / 2.0) as usize;
         if b < nb {
             sum[b] += v as f64;
             cnt[b] += 1;
         }
     }
-    let prof: Vec<f64> = sum.iter().zip(&cnt).map(|(s, &c)| s / c.max(1) as f64).collect();
+    let prof: Vec<f64> = sum
+        .iter()
+        .zip(&cnt)
+        .map(|(s, &c)| s / c.max(1) as f64)
+        .collect();
     let peak = prof.iter().cloned().fold(0.0, f64::max);
     // hollow: the inner 30 Å is nearly empty
     assert!(prof[..15].iter().all(|&v| v < 0.1 * peak), "{prof:?}");
     // outer radius: last radius above 10% of the peak, in 60–70 Å
     let outer = (0..nb).rev().find(|&b| prof[b] > 0.1 * peak).unwrap() as f64 * 2.0 + 1.0;
-    assert!((58.0..=70.0).contains(&outer), "outer radius {outer} Å, profile {prof:?}");
+    assert!(
+        (58.0..=70.0).contains(&outer),
+        "outer radius {outer} Å, profile {prof:?}"
+    );
     // shell density plausible: peak a few volts
     assert!((2.0..20.0).contains(&peak), "peak {peak} V");
     assert!(m.radius_a > 60.0 && m.radius_a < 90.0, "{}", m.radius_a);

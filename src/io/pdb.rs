@@ -93,7 +93,7 @@ pub(crate) fn is_known_two_letter(sym: &str) -> bool {
     )
 }
 
-fn field<'a>(line: &'a str, a: usize, b: usize) -> &'a str {
+fn field(line: &str, a: usize, b: usize) -> &str {
     // 1-based inclusive columns, tolerant of short lines and non-ASCII
     let bytes = line.as_bytes();
     if a > bytes.len() {
@@ -254,12 +254,11 @@ fn parse_mmcif(text: &str, path: &Path) -> Result<Vec<Atom>> {
                     let element = match ce {
                         Some(c) if row[c] != "?" && row[c] != "." => row[c].to_uppercase(),
                         _ => cn
-                            .map(|c| {
+                            .and_then(|c| {
                                 let s: String =
                                     row[c].chars().filter(|c| c.is_ascii_alphabetic()).collect();
                                 s.chars().next().map(|c| c.to_ascii_uppercase().to_string())
                             })
-                            .flatten()
                             .unwrap_or_else(|| "C".into()),
                     };
                     atoms.push(Atom {

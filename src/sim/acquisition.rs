@@ -9,7 +9,8 @@ use rand_distr::{Distribution, Normal};
 
 /// Nominal tilt angles (degrees, ascending) from `min` to `max` in steps of `step`.
 pub fn nominal_tilts(min_deg: f64, max_deg: f64, step_deg: f64) -> Result<Vec<f64>> {
-    if !(step_deg > 0.0) || !(max_deg >= min_deg) || !min_deg.is_finite() || !max_deg.is_finite() {
+    let ok = step_deg > 0.0 && max_deg >= min_deg && min_deg.is_finite() && max_deg.is_finite();
+    if !ok {
         return Err(Error::Config(format!(
             "tilt range {min_deg}..{max_deg} step {step_deg}: need tilt_min <= tilt_max and tilt_step > 0"
         )));

@@ -66,7 +66,7 @@ pub fn expected_counts(
         });
     let s_nyq = 0.5 / px;
     let max_step = BUCKET_PHASE_RAD / (std::f64::consts::PI * lambda * s_nyq * s_nyq);
-    let nb = (((dmax - dmin) / max_step).ceil() as usize).max(0) + 1;
+    let nb = ((dmax - dmin) / max_step).ceil() as usize + 1;
     let step = if nb > 1 {
         (dmax - dmin) / (nb - 1) as f64
     } else {

@@ -89,7 +89,7 @@ impl Structure {
                 pixel_a: mp,
                 voxels,
             } => {
-                if voxels.is_empty() || !(*mp > 0.0) {
+                if voxels.is_empty() || !mp.is_finite() || *mp <= 0.0 {
                     return Err(Error::bad_input(
                         path_label,
                         "voxels",
@@ -557,13 +557,13 @@ pub fn simulate_series(params: &SeriesParams, seed: u64) -> Result<SimulatedSeri
             .to_owned()
     };
     let plan = Fft2::new(pny, pnx);
+    let projector = project::RayProjector::new(spec.excess.view());
     type TiltOut = (ndarray::Array2<f32>, Option<Array3<f32>>, Vec<[f64; 2]>);
     let per_tilt: Vec<TiltOut> = (0..geometry.len())
         .into_par_iter()
         .map(|i| {
             let mut plan = plan.clone();
-            let proj =
-                project::project_ray_sum(spec.excess.view(), px, &geometry.tilts[i], pnx, pny);
+            let proj = projector.project(px, &geometry.tilts[i], pnx, pny);
             let mean = image::expected_counts(&proj, &padded_geom, i, &mut plan);
             let mut noise_rng =
                 ChaCha8Rng::seed_from_u64(mix_seed(series_seed, STREAM_NOISE + i as u64));

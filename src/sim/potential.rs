@@ -150,8 +150,8 @@ pub fn render_atoms(atoms: &[Atom], pixel_a: f64) -> RenderedMap {
     let n_atoms = atoms.len().max(1) as f64;
     let mut centre = [0.0; 3];
     for a in atoms {
-        for k in 0..3 {
-            centre[k] += a.xyz_a[k] / n_atoms;
+        for (c, x) in centre.iter_mut().zip(a.xyz_a) {
+            *c += x / n_atoms;
         }
     }
     let mut rmax: f64 = 0.0;

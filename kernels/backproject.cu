@@ -18,8 +18,9 @@ __device__ __forceinline__ float bilinear(const float* __restrict__ img, int nx,
     if (!(u >= 0.0f && v >= 0.0f && u <= (float)(nx - 1) && v <= (float)(ny - 1))) {
         return 0.0f;
     }
-    int x0 = min((int)floorf(u), nx - 2);
-    int y0 = min((int)floorf(v), ny - 2);
+    // u, v >= 0 here: truncation is floor (the CPU twin truncates too)
+    int x0 = min((int)u, nx - 2);
+    int y0 = min((int)v, ny - 2);
     float fx = __fsub_rn(u, (float)x0);
     float fy = __fsub_rn(v, (float)y0);
     const float* p = img + (size_t)y0 * nx + x0;

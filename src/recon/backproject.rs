@@ -20,6 +20,9 @@ use rayon::prelude::*;
 /// (evaluated in exactly that order by CPU and CUDA).
 pub type VoxelCoeffs = [f32; 8];
 
+/// Volume lines (along x) per CPU task.
+const LINES_PER_TASK: usize = 16;
+
 /// Fold the voxel size and the volume centre into each projection: returns one
 /// [`VoxelCoeffs`] per tilt for a volume `(nz, ny, nx)` of `voxel_a` Å (computed in f64,
 /// rounded to f32 once).
@@ -59,13 +62,22 @@ pub fn bilinear_f32(img: &[f32], nx: usize, ny: usize, u: f32, v: f32) -> f32 {
     if !(u >= 0.0 && v >= 0.0 && u <= umax && v <= vmax) {
         return 0.0;
     }
-    let x0 = (u.floor() as usize).min(nx - 2);
-    let y0 = (v.floor() as usize).min(ny - 2);
+    assert!(img.len() >= nx * ny && nx >= 2 && ny >= 2);
+    // u, v ≥ 0 here, so truncation is floor (and avoids a libm call without SSE4.1)
+    let x0 = (u as usize).min(nx - 2);
+    let y0 = (v as usize).min(ny - 2);
     let fx = u - x0 as f32;
     let fy = v - y0 as f32;
     let i = y0 * nx + x0;
-    // SAFETY-free indexing: x0 + 1 < nx and y0 + 1 < ny by the clamps above.
-    let (p00, p01, p10, p11) = (img[i], img[i + 1], img[i + nx], img[i + nx + 1]);
+    // SAFETY: x0 + 1 ≤ nx − 1 and y0 + 1 ≤ ny − 1, so i + nx + 1 ≤ nx·ny − 1 < img.len().
+    let (p00, p01, p10, p11) = unsafe {
+        (
+            *img.get_unchecked(i),
+            *img.get_unchecked(i + 1),
+            *img.get_unchecked(i + nx),
+            *img.get_unchecked(i + nx + 1),
+        )
+    };
     let a = p00 * (1.0 - fx) + p01 * fx;
     let b = p10 * (1.0 - fx) + p11 * fx;
     a * (1.0 - fy) + b * fy
@@ -76,7 +88,7 @@ pub fn bilinear_f32(img: &[f32], nx: usize, ny: usize, u: f32, v: f32) -> f32 {
 /// `vol[iz, iy, ix] = Σ_tilt bilinear(image, Projection::project(p))` with `p` the voxel's
 /// specimen point (module docs). No normalisation (the caller divides by the tilt count).
 ///
-/// Rayon over `(z, y)` lines; per line, per tilt, the inner x loop evaluates `u, v` linear in
+/// Rayon over blocks of `(z, y)` lines; per block, per tilt, per line the inner x loop evaluates `u, v` linear in
 /// x (no accumulation error, no allocation).
 ///
 /// Panics (programming errors, validated by callers): `projections.len() != images.len_of(0)`,
@@ -106,27 +118,41 @@ pub fn backproject_cpu_coeffs(
     let (nz, ny, nx) = vol_shape;
     let images = images.as_standard_layout();
     let img = images.as_slice().expect("standard layout");
-    let plane = inx * iny;
+    let img_plane = inx * iny;
     let mut vol = Array3::<f32>::zeros(vol_shape);
     if nx == 0 || ny == 0 || nz == 0 {
         return vol;
     }
+    // Tasks are blocks of LINES_PER_TASK consecutive y lines of one z plane. Within a task the
+    // loop runs tilt → line → x, so neighbouring lines, which sample neighbouring image
+    // pixels, reuse the cache lines just loaded (the x line of a volume maps to an image
+    // column when the tilt axis is near ±90°). The sum over tilts stays in tilt order.
     let out = vol.as_slice_mut().expect("fresh array is contiguous");
-    out.par_chunks_mut(nx).enumerate().for_each(|(line, acc)| {
-        let (fz, fy) = ((line / ny) as f32, (line % ny) as f32);
-        for (t, c) in coeffs.iter().enumerate() {
-            let im = &img[t * plane..(t + 1) * plane];
-            // u, v of this line's voxel ix = 0; then linear in x
-            let ul = c[3] + fy * c[1] + fz * c[2];
-            let vl = c[7] + fy * c[5] + fz * c[6];
-            for (ix, a) in acc.iter_mut().enumerate() {
-                let fx = ix as f32;
-                let u = ul + fx * c[0];
-                let v = vl + fx * c[4];
-                *a += bilinear_f32(im, inx, iny, u, v);
-            }
-        }
-    });
+    out.par_chunks_mut(ny * nx)
+        .enumerate()
+        .for_each(|(iz, plane)| {
+            let fz = iz as f32;
+            plane
+                .par_chunks_mut(nx * LINES_PER_TASK)
+                .enumerate()
+                .for_each(|(blk, lines)| {
+                    for (t, c) in coeffs.iter().enumerate() {
+                        let im = &img[t * img_plane..(t + 1) * img_plane];
+                        for (k, acc) in lines.chunks_mut(nx).enumerate() {
+                            let fy = (blk * LINES_PER_TASK + k) as f32;
+                            // u, v of this line's voxel ix = 0; then linear in x
+                            let ul = c[3] + fy * c[1] + fz * c[2];
+                            let vl = c[7] + fy * c[5] + fz * c[6];
+                            for (ix, a) in acc.iter_mut().enumerate() {
+                                let fx = ix as f32;
+                                let u = ul + fx * c[0];
+                                let v = vl + fx * c[4];
+                                *a += bilinear_f32(im, inx, iny, u, v);
+                            }
+                        }
+                    }
+                });
+        });
     vol
 }
 

@@ -209,7 +209,15 @@ pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<Run
             geometry: geometry_note(&cfg),
             series,
         };
-        finish_root(&cfg, &config_text, opts, hosts, comm.size(), &summary, &start_time)?;
+        finish_root(
+            &cfg,
+            &config_text,
+            opts,
+            hosts,
+            comm.size(),
+            &summary,
+            &start_time,
+        )?;
         Some(RunOutcome {
             summary: Some(summary),
             failed,

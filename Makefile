@@ -50,8 +50,9 @@ demo: release
 # read back by h5py, mrcfile and starfile). LAMELLA_REQUIRE_* make missing tools a failure.
 test: deps venv
 	LAMELLA_PYTHON=$(PY) LAMELLA_REQUIRE_PYTHON=1 LAMELLA_REQUIRE_MPI=1 \
-	  $(CARGO) test --all-targets -- --test-threads=2
+	  $(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --doc
+	$(CARGO) test --benches --no-run
 
 bench: deps
 	$(CARGO) bench

@@ -148,54 +148,29 @@ fn reconstruct_cli_correlates_with_truth_and_refuses_bad_input() {
     let truth_vol = lamella::io::mrc::read(&f("_truth.mrc")).unwrap();
     let nz = truth_vol.data.dim().0;
     let out = d.path().join("t.mrc");
-    let stdout = ok(
-        lamella()
-            .arg("reconstruct")
-            .arg("--stack")
-            .arg(f(".mrc"))
-            .arg("--tlt")
-            .arg(f(".tlt"))
-            .arg("--xf")
-            .arg(f(".xf"))
-            .arg("--truth")
-            .arg(f("_truth.mrc"))
-            .args(["--thickness", &nz.to_string(), "--device", "cpu", "--out"])
-            .arg(&out)
-            .output()
-            .unwrap(),
-        "reconstruct",
-    );
-    let corr: f64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("correlation with truth: "))
-        .expect("correlation line")
-        .trim()
-        .parse()
-        .unwrap();
+    // reconstruct with the given angle file (and .xf), return the printed correlation
+    let recon = |tlt: &str, xf: bool, out: &Path| -> f64 {
+        let mut c = lamella();
+        c.arg("reconstruct").arg("--stack").arg(f(".mrc"));
+        c.arg("--tlt").arg(f(tlt));
+        if xf {
+            c.arg("--xf").arg(f(".xf"));
+        }
+        c.arg("--truth").arg(f("_truth.mrc"));
+        c.args(["--thickness", &nz.to_string(), "--device", "cpu", "--out"]);
+        let stdout = ok(c.arg(out).output().unwrap(), "reconstruct");
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("correlation with truth: "))
+            .expect("correlation line")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let corr = recon(".tlt", true, &out);
     assert!(corr > TINY_MIN_CORRELATION, "correlation {corr}");
-    // the same stack with nominal angles only (no .xf: shifts ignored) is worse
-    let stdout = ok(
-        lamella()
-            .arg("reconstruct")
-            .arg("--stack")
-            .arg(f(".mrc"))
-            .arg("--tlt")
-            .arg(f(".rawtlt"))
-            .arg("--truth")
-            .arg(f("_truth.mrc"))
-            .args(["--thickness", &nz.to_string(), "--device", "cpu", "--out"])
-            .arg(d.path().join("n.mrc"))
-            .output()
-            .unwrap(),
-        "reconstruct nominal",
-    );
-    let corr_nominal: f64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("correlation with truth: "))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    // the same stack with nominal angles and no shifts (.rawtlt, no .xf) is worse
+    let corr_nominal = recon(".rawtlt", false, &d.path().join("n.mrc"));
     assert!(corr_nominal < corr, "{corr_nominal} !< {corr}");
 
     // truncated stack: exit code 3, the file named, the old output kept

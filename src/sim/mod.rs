@@ -15,7 +15,7 @@ pub mod potential;
 pub mod project;
 
 use crate::core::fourier::Fft2;
-use crate::core::geometry::TiltSeriesGeometry;
+use crate::core::geometry::{TiltImage, TiltSeriesGeometry};
 use crate::ctf::interaction_constant;
 use crate::error::{Error, Result};
 use ndarray::{Array3, Axis};
@@ -280,33 +280,18 @@ pub fn preset(p: Preset, shared_data: &Path) -> Vec<SeriesParams> {
     }
 }
 
-/// Truth for one tilt (stack order).
+/// Truth for one tilt (stack order): the true [`TiltImage`] (true tilt angle, axis, shifts,
+/// defocus, dose, pre-exposure, acquisition index; flattened into the JSON object) plus the
+/// nominal angle and the movie drift.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TiltTruth {
     /// Index in the stack (ascending nominal tilt).
     pub stack_index: usize,
-    /// 0-based position in the acquisition order.
-    pub acquisition_index: usize,
     /// Nominal (stage) tilt, degrees.
     pub nominal_tilt_deg: f64,
-    /// True tilt used for the projection, degrees.
-    pub true_tilt_deg: f64,
-    /// Tilt-axis angle, degrees CCW from +Y.
-    pub axis_deg: f64,
-    /// Image content shift x, Å (aligning needs −shift).
-    pub shift_x_a: f64,
-    /// Image content shift y, Å.
-    pub shift_y_a: f64,
-    /// Defocus U at the image centre / tilt axis, Å.
-    pub defocus_u_a: f64,
-    /// Defocus V, Å.
-    pub defocus_v_a: f64,
-    /// Astigmatism angle, degrees from +x.
-    pub astig_angle_deg: f64,
-    /// Dose of this tilt, e/Å².
-    pub dose_e_a2: f64,
-    /// Dose before this tilt, e/Å².
-    pub pre_exposure_e_a2: f64,
+    /// The true geometry of this tilt (`tilt_deg` is the true tilt used for the projection).
+    #[serde(flatten)]
+    pub geometry: TiltImage,
     /// Per movie frame, the drift `[dx, dy]` in Å of the frame content relative to the stack
     /// image (frame 0 = [0, 0]); empty without movies.
     pub frame_drift_a: Vec<[f64; 2]>,
@@ -605,20 +590,10 @@ pub fn simulate_series(params: &SeriesParams, seed: u64) -> Result<SimulatedSeri
         if let Some(f) = fr {
             frames.push(f);
         }
-        let t = &geometry.tilts[i];
         tilts.push(TiltTruth {
             stack_index: i,
-            acquisition_index: t.acquisition_index,
             nominal_tilt_deg: nominal[i],
-            true_tilt_deg: t.tilt_deg,
-            axis_deg: t.axis_deg,
-            shift_x_a: t.shift_x_a,
-            shift_y_a: t.shift_y_a,
-            defocus_u_a: t.defocus_u_a,
-            defocus_v_a: t.defocus_v_a,
-            astig_angle_deg: t.astig_angle_deg,
-            dose_e_a2: t.dose_e_a2,
-            pre_exposure_e_a2: t.pre_exposure_e_a2,
+            geometry: geometry.tilts[i].clone(),
             frame_drift_a: drift,
         });
     }

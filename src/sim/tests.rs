@@ -179,7 +179,7 @@ fn geometry_is_the_true_one() {
     let dose = p.total_dose_e_a2 / 11.0;
     for (i, t) in s.geometry.tilts.iter().enumerate() {
         let tt = &s.truth.tilts[i];
-        assert_eq!(t.tilt_deg, tt.true_tilt_deg);
+        assert_eq!(t, &tt.geometry);
         assert!((t.tilt_deg - s.nominal_tilts_deg[i]).abs() < 2.0);
         assert!((t.pre_exposure_e_a2 - t.acquisition_index as f64 * dose).abs() < 1e-9);
         assert!((t.defocus_u_a - t.defocus_v_a - 300.0).abs() < 1e-9);

@@ -76,11 +76,13 @@ fn summary(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
 }
 
-/// The WBP correlation threshold for the tiny preset. A ±60° series keeps 2/3 of Fourier
-/// space (missing wedge) and the tiny preset's dose leaves the particles at low SNR, so a
-/// perfect reconstruction cannot reach 1; an empty or mirrored volume gives ~0 (the band
-/// pass removes the slab offset). See docs/simulator.md for the measured values.
-const TINY_MIN_CORRELATION: f64 = 0.3;
+/// The WBP correlation threshold for the tiny preset (bin 1, band-passed, see
+/// `pipeline::metrics::truth_correlation`). Measured with the true geometry: 0.65–0.75 over
+/// seeds 2, 3, 7 and 11; with nominal angles and uncorrected shifts (σ 1.5 px) 0.57; a
+/// mirrored, empty or pure-noise volume gives ≈ 0. A ±60° series misses 1/3 of Fourier space
+/// and the tiny preset's dose leaves the particles at low SNR, so 1 is out of reach. 0.55
+/// fails any reconstruction that is misplaced by more than about a pixel.
+const TINY_MIN_CORRELATION: f64 = 0.55;
 
 #[test]
 fn simulate_writes_valid_deterministic_files() {

@@ -1,7 +1,7 @@
 //! Quality against ground truth: correlation of a tomogram with the true volume, both
 //! brought to the same grid and band-passed to the same band.
 
-use ndarray::{Array3, Axis};
+use ndarray::{Array3, Axis, Zip};
 use rayon::prelude::*;
 
 /// Block-average a volume `[z, y, x]` by `b` in every axis (trailing partial blocks dropped).
@@ -70,21 +70,19 @@ pub fn gaussian_blur(v: &Array3<f32>, sigma: f64) -> Array3<f32> {
     let mut cur = v.clone();
     for axis in 0..3 {
         let n = cur.len_of(Axis(axis)) as isize;
-        let mut out = cur.clone();
-        for (mut lo, li) in out
-            .lanes_mut(Axis(axis))
-            .into_iter()
-            .zip(cur.lanes(Axis(axis)))
-        {
-            for i in 0..n {
-                let mut s = 0.0f32;
-                for (j, kv) in k.iter().enumerate() {
-                    let idx = (i + j as isize - r).clamp(0, n - 1) as usize;
-                    s += kv * li[idx];
+        let mut out = Array3::<f32>::zeros(cur.dim());
+        Zip::from(out.lanes_mut(Axis(axis)))
+            .and(cur.lanes(Axis(axis)))
+            .par_for_each(|mut lo, li| {
+                for i in 0..n {
+                    let mut s = 0.0f32;
+                    for (j, kv) in k.iter().enumerate() {
+                        let idx = (i + j as isize - r).clamp(0, n - 1) as usize;
+                        s += kv * li[idx];
+                    }
+                    lo[i as usize] = s;
                 }
-                lo[i as usize] = s;
-            }
-        }
+            });
         cur = out;
     }
     cur

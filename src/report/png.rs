@@ -1,0 +1,276 @@
+//! Minimal, dependency-free PNG encoder for 8-bit grayscale images.
+//!
+//! The image data are stored uncompressed: one zlib stream of STORED deflate blocks
+//! (RFC 1950/1951), which every PNG reader accepts. Report images are small (≤ a few
+//! megapixels), so the missing compression costs little and keeps the code trivially correct.
+
+use std::sync::OnceLock;
+
+/// PNG file signature (PNG spec §5.2).
+pub const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+
+/// Largest payload of one STORED deflate block (LEN is a 16-bit field).
+const MAX_STORED: usize = 65_535;
+
+/// CRC-32 (ISO 3309 / ITU-T V.42, reflected polynomial 0xEDB88320) lookup table, built once.
+fn crc_table() -> &'static [u32; 256] {
+    static TABLE: OnceLock<[u32; 256]> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (n, entry) in t.iter_mut().enumerate() {
+            let mut c = n as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+            *entry = c;
+        }
+        t
+    })
+}
+
+/// Continue a CRC-32 over `bytes` from the running (pre-inverted) register `crc`.
+fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
+    let t = crc_table();
+    for &b in bytes {
+        crc = t[((crc ^ b as u32) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    crc
+}
+
+/// CRC-32 of `bytes` as used by PNG chunks and zlib's `crc32`.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    crc32_update(0xFFFF_FFFF, bytes) ^ 0xFFFF_FFFF
+}
+
+/// Adler-32 checksum of `bytes` (RFC 1950 §8), the trailer of a zlib stream.
+pub fn adler32(bytes: &[u8]) -> u32 {
+    const MOD: u32 = 65_521;
+    // 5552 is the largest n such that 255 n (n + 1) / 2 + (n + 1)(MOD - 1) fits in u32.
+    let (mut a, mut b) = (1u32, 0u32);
+    for chunk in bytes.chunks(5552) {
+        for &x in chunk {
+            a += x as u32;
+            b += a;
+        }
+        a %= MOD;
+        b %= MOD;
+    }
+    (b << 16) | a
+}
+
+/// Wrap `data` in a zlib stream (RFC 1950) made of STORED deflate blocks (RFC 1951 §3.2.4).
+pub fn zlib_stored(data: &[u8]) -> Vec<u8> {
+    let nblocks = data.len().div_ceil(MAX_STORED).max(1);
+    let mut out = Vec::with_capacity(data.len() + 5 * nblocks + 6);
+    // CMF = 0x78 (deflate, 32 KiB window), FLG = 0x01 (no dictionary, level 0; check bits
+    // make 0x7801 a multiple of 31).
+    out.extend_from_slice(&[0x78, 0x01]);
+    let mut blocks = data.chunks(MAX_STORED).peekable();
+    if blocks.peek().is_none() {
+        // Empty input: one final, empty stored block.
+        out.extend_from_slice(&[0x01, 0x00, 0x00, 0xFF, 0xFF]);
+    }
+    while let Some(block) = blocks.next() {
+        let last = blocks.peek().is_none();
+        let len = block.len() as u16;
+        out.push(if last { 0x01 } else { 0x00 }); // BFINAL, BTYPE = 00 (stored)
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    out.extend_from_slice(&adler32(data).to_be_bytes());
+    out
+}
+
+/// Append one PNG chunk: length (BE), type, data, CRC-32 over type + data.
+fn push_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let crc = crc32_update(crc32_update(0xFFFF_FFFF, kind), data) ^ 0xFFFF_FFFF;
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// Encode an 8-bit grayscale image as a PNG file in memory.
+///
+/// `pixels` holds `height` rows of `width` bytes, row-major, the first row being the TOP row
+/// of the picture (PNG order). Output: signature, IHDR (bit depth 8, colour type 0, no
+/// interlace), one IDAT with a zlib stream of STORED deflate blocks (≤ 65535 bytes each) over
+/// the rows, each prefixed with filter byte 0, and IEND. CRC-32 per chunk and Adler-32 of the
+/// zlib stream are computed here (tables built at first use).
+///
+/// # Panics
+/// If `pixels.len() != width * height`, or `width`/`height` is 0 or above 2^31 − 1 (the PNG
+/// limits): these are caller bugs; [`crate::report::write_png`] checks them and returns errors.
+pub fn encode_gray8(width: usize, height: usize, pixels: &[u8]) -> Vec<u8> {
+    assert!(
+        png_dims_ok(width, height),
+        "encode_gray8: image size {width} x {height} is outside PNG limits 1..=2^31-1"
+    );
+    assert_eq!(
+        pixels.len(),
+        width * height,
+        "encode_gray8: {} pixels given for a {width} x {height} image",
+        pixels.len()
+    );
+    let mut raw = Vec::with_capacity((width + 1) * height);
+    for row in pixels.chunks_exact(width) {
+        raw.push(0); // filter type 0 (None)
+        raw.extend_from_slice(row);
+    }
+    let idat = zlib_stored(&raw);
+
+    let mut ihdr = Vec::with_capacity(13);
+    ihdr.extend_from_slice(&(width as u32).to_be_bytes());
+    ihdr.extend_from_slice(&(height as u32).to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // depth 8, grayscale, deflate, filter 0, no interlace
+
+    let mut out = Vec::with_capacity(idat.len() + 64);
+    out.extend_from_slice(&PNG_SIGNATURE);
+    push_chunk(&mut out, b"IHDR", &ihdr);
+    push_chunk(&mut out, b"IDAT", &idat);
+    push_chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// Whether `width` x `height` is a valid PNG size (each in 1..=2^31-1).
+pub fn png_dims_ok(width: usize, height: usize) -> bool {
+    const MAX: usize = (1 << 31) - 1;
+    (1..=MAX).contains(&width) && (1..=MAX).contains(&height)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Independent bitwise CRC-32 (no table), to check the table-driven one.
+    fn crc32_bitwise(bytes: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                let mask = (c & 1).wrapping_neg();
+                c = (c >> 1) ^ (0xEDB8_8320 & mask);
+            }
+        }
+        !c
+    }
+
+    /// Independent naive Adler-32 (modulo after every byte).
+    fn adler32_naive(bytes: &[u8]) -> u32 {
+        let (mut a, mut b) = (1u64, 0u64);
+        for &x in bytes {
+            a = (a + x as u64) % 65_521;
+            b = (b + a) % 65_521;
+        }
+        ((b << 16) | a) as u32
+    }
+
+    /// Parse a PNG into (type, data) chunks, asserting the signature and every CRC.
+    fn parse_chunks(png: &[u8]) -> Vec<([u8; 4], Vec<u8>)> {
+        assert_eq!(&png[..8], &PNG_SIGNATURE);
+        let mut pos = 8;
+        let mut chunks = Vec::new();
+        while pos < png.len() {
+            let len = u32::from_be_bytes(png[pos..pos + 4].try_into().unwrap()) as usize;
+            let kind: [u8; 4] = png[pos + 4..pos + 8].try_into().unwrap();
+            let data = png[pos + 8..pos + 8 + len].to_vec();
+            let crc = u32::from_be_bytes(png[pos + 8 + len..pos + 12 + len].try_into().unwrap());
+            assert_eq!(
+                crc,
+                crc32_bitwise(&png[pos + 4..pos + 8 + len]),
+                "CRC of {kind:?}"
+            );
+            chunks.push((kind, data));
+            pos += 12 + len;
+        }
+        assert_eq!(pos, png.len());
+        chunks
+    }
+
+    /// Inflate a zlib stream that contains only STORED blocks; checks header and Adler-32.
+    fn inflate_stored(z: &[u8]) -> (Vec<u8>, usize) {
+        assert_eq!(z[0] & 0x0F, 8, "CM = deflate");
+        assert_eq!((z[0] as u32 * 256 + z[1] as u32) % 31, 0, "FCHECK");
+        let mut pos = 2;
+        let mut out = Vec::new();
+        let mut nblocks = 0;
+        loop {
+            let hdr = z[pos];
+            assert_eq!(hdr & 0b110, 0, "BTYPE must be stored");
+            let len = u16::from_le_bytes([z[pos + 1], z[pos + 2]]);
+            let nlen = u16::from_le_bytes([z[pos + 3], z[pos + 4]]);
+            assert_eq!(len, !nlen);
+            out.extend_from_slice(&z[pos + 5..pos + 5 + len as usize]);
+            pos += 5 + len as usize;
+            nblocks += 1;
+            if hdr & 1 == 1 {
+                break;
+            }
+        }
+        let adler = u32::from_be_bytes(z[pos..pos + 4].try_into().unwrap());
+        assert_eq!(pos + 4, z.len());
+        assert_eq!(adler, adler32_naive(&out));
+        (out, nblocks)
+    }
+
+    #[test]
+    fn checksums_match_known_values_and_naive_versions() {
+        // Published check values: CRC-32("123456789") = 0xCBF43926, Adler-32("Wikipedia")
+        // = 0x11E60398.
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        assert_eq!(crc32(&big), crc32_bitwise(&big));
+        assert_eq!(adler32(&big), adler32_naive(&big));
+        let ff = vec![0xFFu8; 100_000]; // worst case for the deferred modulo
+        assert_eq!(adler32(&ff), adler32_naive(&ff));
+    }
+
+    #[test]
+    fn png_structure_and_rows_round_trip() {
+        // 300 x 500 => 301 * 500 = 150500 raw bytes => 3 stored blocks.
+        let (w, h) = (300usize, 500usize);
+        let pixels: Vec<u8> = (0..w * h).map(|i| ((i % w) + 3 * (i / w)) as u8).collect();
+        let png = encode_gray8(w, h, &pixels);
+        let chunks = parse_chunks(&png);
+        let kinds: Vec<&[u8; 4]> = chunks.iter().map(|c| &c.0).collect();
+        assert_eq!(kinds, vec![b"IHDR", b"IDAT", b"IEND"]);
+        let ihdr = &chunks[0].1;
+        assert_eq!(u32::from_be_bytes(ihdr[0..4].try_into().unwrap()), w as u32);
+        assert_eq!(u32::from_be_bytes(ihdr[4..8].try_into().unwrap()), h as u32);
+        assert_eq!(&ihdr[8..], &[8, 0, 0, 0, 0]);
+        assert!(chunks[2].1.is_empty());
+        let (raw, nblocks) = inflate_stored(&chunks[1].1);
+        assert_eq!(nblocks, (w + 1) * h / MAX_STORED + 1);
+        assert_eq!(raw.len(), (w + 1) * h);
+        for (y, row) in raw.chunks_exact(w + 1).enumerate() {
+            assert_eq!(row[0], 0, "filter byte of row {y}");
+            assert_eq!(&row[1..], &pixels[y * w..(y + 1) * w]);
+        }
+    }
+
+    #[test]
+    fn exact_block_boundary_and_empty_stream() {
+        // Exactly one full block: no trailing empty block is needed.
+        let data = vec![42u8; MAX_STORED];
+        let (out, n) = inflate_stored(&zlib_stored(&data));
+        assert_eq!((out, n), (data, 1));
+        let (out, n) = inflate_stored(&zlib_stored(&[]));
+        assert_eq!((out.len(), n), (0, 1));
+        // 1 x 1 image.
+        let png = encode_gray8(1, 1, &[200]);
+        let chunks = parse_chunks(&png);
+        assert_eq!(inflate_stored(&chunks[1].1).0, vec![0, 200]);
+    }
+
+    #[test]
+    #[should_panic(expected = "pixels given")]
+    fn wrong_pixel_count_panics() {
+        encode_gray8(4, 4, &[0; 15]);
+    }
+}

@@ -45,6 +45,7 @@ demo: release
 	@echo "  container  $(abspath $(DEMO_OUT))/lamella.h5"
 	@echo "  tomograms  $(abspath $(DEMO_OUT))/tomograms/"
 	@echo "  summary    $(abspath $(DEMO_OUT))/summary.json"
+	@echo "  report     $(abspath $(DEMO_OUT))/report/index.html"
 
 # Unit tests, integration tests (CLI end-to-end, mpirun with 1 and 3 ranks, HDF5/MRC/STAR
 # read back by h5py, mrcfile and starfile). LAMELLA_REQUIRE_* make missing tools a failure.

@@ -97,7 +97,11 @@ fn tiny_preset_truth_is_consistent() {
         assert_eq!(s.frames.len(), if p.frames_per_tilt > 0 { 31 } else { 0 });
         // stack sorted by nominal tilt, acquisition indices a permutation
         assert!(s.nominal_tilts_deg.windows(2).all(|w| w[0] < w[1]));
-        let mut acq: Vec<usize> = t.tilts.iter().map(|x| x.acquisition_index).collect();
+        let mut acq: Vec<usize> = t
+            .tilts
+            .iter()
+            .map(|x| x.geometry.acquisition_index)
+            .collect();
         acq.sort();
         assert_eq!(acq, (0..31).collect::<Vec<_>>());
         // counts are non-negative and finite

@@ -7,6 +7,7 @@ pub mod config;
 pub mod distribute;
 pub mod inputs;
 pub mod metrics;
+pub mod pictures;
 pub mod run;
 pub mod signals;
 pub mod simio;

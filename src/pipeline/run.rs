@@ -10,7 +10,7 @@ use super::config::{Config, GeometrySource, InputSeries};
 use super::distribute::{assign_largest_first, items_for_rank};
 use super::inputs::{self, LoadedSeries};
 use super::summary::{RunSummary, SeriesSummary};
-use super::{metrics, signals, simio};
+use super::{metrics, pictures, signals, simio};
 use crate::comm::{broadcast_serde, gather_serde, Comm};
 use crate::core::geometry::TiltSeriesGeometry;
 use crate::device::Device;
@@ -268,6 +268,7 @@ fn finish_root(
         }
     }
     simio::write_json(&cfg.out.join("summary.json"), summary)?;
+    pictures::write_index(&cfg.out, summary)?;
     let info = RunInfo {
         program_version: VERSION.to_string(),
         config_text: config_text.to_string(),
@@ -286,6 +287,7 @@ fn finish_root(
     container::write_master(&cfg.out.join("lamella.h5"), &info, &links)?;
     println!("{}", summary.table());
     println!("results: {}", cfg.out.display());
+    println!("report:  {}", cfg.out.join("report/index.html").display());
     Ok(())
 }
 
@@ -324,6 +326,7 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
     let mut tomograms = Vec::new();
     let mut corr = BTreeMap::new();
     let mut files = Vec::new();
+    let mut pictures = Vec::new();
     for &bin in &rc.binnings {
         let params = WbpParams {
             bin,
@@ -341,10 +344,23 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
             pixel as f32,
             MrcKind::Volume,
         )?;
+        pictures.extend(pictures::write_volume_pictures(
+            &cfg.out,
+            &format!("{}_bin{bin}", job.name),
+            &format!("bin {bin}"),
+            &vol,
+        )?);
         if let Some(truth) = &loaded.truth {
             let c = metrics::truth_correlation(&vol, truth, bin);
             tracing::info!(bin, correlation = c, "tomogram vs truth");
             corr.insert(format!("bin{bin}"), c);
+            pictures.extend(pictures::write_truth_pictures(
+                &cfg.out,
+                &job.name,
+                truth,
+                bin,
+                vol.dim(),
+            )?);
         }
         tomograms.push(TomogramRecord {
             bin,
@@ -380,6 +396,7 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         seconds,
         truth_correlation: corr,
         tomograms: files,
+        pictures,
         resumed: false,
         error: None,
         error_code: None,

@@ -23,6 +23,9 @@ pub struct SeriesSummary {
     pub truth_correlation: BTreeMap<String, f64>,
     /// Tomogram MRC files written, relative to the output directory.
     pub tomograms: Vec<String>,
+    /// Pictures `(caption, path relative to report/)` of the tomograms and the truth.
+    #[serde(default)]
+    pub pictures: Vec<(String, String)>,
     /// True when `--resume` found this series complete and skipped it.
     pub resumed: bool,
     /// Error message when the series failed.

@@ -50,10 +50,13 @@ demo: release
 # Unit tests, integration tests (CLI end-to-end, mpirun with 1 and 3 ranks, HDF5/MRC/STAR
 # read back by h5py, mrcfile and starfile). LAMELLA_REQUIRE_* make missing tools a failure.
 test: deps venv
-	LAMELLA_PYTHON=$(PY) LAMELLA_REQUIRE_PYTHON=1 LAMELLA_REQUIRE_MPI=1 \
-	  $(CARGO) test --lib --bins --tests --examples -- --test-threads=2
 	$(CARGO) test --doc
+	$(CARGO) build --examples
 	$(CARGO) test --benches --no-run
+	@mkdir -p target
+	set -o pipefail; LAMELLA_PYTHON=$(PY) LAMELLA_REQUIRE_PYTHON=1 LAMELLA_REQUIRE_MPI=1 \
+	  $(CARGO) test --lib --bins --tests -- --test-threads=2 2>&1 | tee target/test-output.log
+	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "lamella: %d passed, %d failed\n", p, f; exit (f>0)}' target/test-output.log
 
 bench: deps
 	$(CARGO) bench

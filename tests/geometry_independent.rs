@@ -103,8 +103,9 @@ fn gold_beads_reconstruct_at_true_positions_not_mirrored() {
             "bead {} not dark at its true position: {at_true:.1} sd",
             b["bead"]
         );
+        // measured: -12 to -19 sd at the true positions, -0.4 to -1.1 sd at the mirrors
         assert!(
-            at_mirror > at_true / 2.0,
+            at_mirror > -3.0,
             "bead {} as dark at the mirrored position ({at_mirror:.1}) as at the true one ({at_true:.1})",
             b["bead"]
         );

@@ -181,36 +181,68 @@ where
     }
 }
 
-/// Fourier-crop an image `(ny, nx)` to `(ny/bin, nx/bin)`: keeps frequencies below the new
-/// Nyquist, so binning does not alias. The mean is preserved (values are averages, not sums).
-pub fn fourier_bin_2d(img: ArrayView2<f32>, bin: usize) -> Array2<f32> {
-    if bin <= 1 {
-        return img.to_owned();
-    }
-    let (ny, nx) = img.dim();
-    let (my, mx) = (ny / bin, nx / bin);
-    let mut big = Fft2::new(ny, nx);
-    let mut small = Fft2::new(my, mx);
-    let spec = big.forward(img);
-    let mut out = Array2::<Complex32>::zeros((my, mx / 2 + 1));
-    let scale = (my * mx) as f32 / (ny * nx) as f32;
-    for ky in 0..my {
-        // signed frequency index in the small grid
-        let k = if ky < my.div_ceil(2) {
-            ky as isize
-        } else {
-            ky as isize - my as isize
-        };
-        let sy = if k >= 0 {
-            k as usize
-        } else {
-            (ny as isize + k) as usize
-        };
-        for kx in 0..mx / 2 + 1 {
-            out[[ky, kx]] = spec[[sy, kx]] * scale;
+/// Planned Fourier cropping of `(ny, nx)` images to `(ny/bin, nx/bin)`: keeps frequencies
+/// below the new Nyquist, so binning does not alias; the mean is preserved (values are
+/// averages, not sums). Plans and buffers are made once; clone one per thread.
+#[derive(Clone)]
+pub struct FourierBinner {
+    bin: usize,
+    big: Fft2,
+    small: Fft2,
+    spec: Array2<Complex32>,
+    cropped: Array2<Complex32>,
+}
+
+impl FourierBinner {
+    /// Plan for images of shape `(ny, nx)` and binning factor `bin` (≥ 1).
+    pub fn new(ny: usize, nx: usize, bin: usize) -> Self {
+        let bin = bin.max(1);
+        let (my, mx) = (ny / bin, nx / bin);
+        FourierBinner {
+            bin,
+            big: Fft2::new(ny, nx),
+            small: Fft2::new(my, mx),
+            spec: Array2::zeros((ny, nx / 2 + 1)),
+            cropped: Array2::zeros((my, mx / 2 + 1)),
         }
     }
-    small.inverse(out)
+
+    /// Bin one image `(ny, nx)` (the planned shape) to `(ny/bin, nx/bin)`.
+    pub fn bin(&mut self, img: ArrayView2<f32>) -> Array2<f32> {
+        if self.bin == 1 {
+            return img.to_owned();
+        }
+        let (ny, nx) = self.big.shape();
+        let (my, mx) = self.small.shape();
+        self.big.forward_into(img, &mut self.spec);
+        let scale = (my * mx) as f32 / (ny * nx) as f32;
+        for ky in 0..my {
+            // signed frequency index in the small grid, mapped into the big grid
+            let k = if ky < my.div_ceil(2) {
+                ky as isize
+            } else {
+                ky as isize - my as isize
+            };
+            let sy = if k >= 0 {
+                k as usize
+            } else {
+                (ny as isize + k) as usize
+            };
+            for kx in 0..mx / 2 + 1 {
+                self.cropped[[ky, kx]] = self.spec[[sy, kx]] * scale;
+            }
+        }
+        let mut out = Array2::zeros((my, mx));
+        self.small.inverse_into(&mut self.cropped, &mut out);
+        out
+    }
+}
+
+/// Fourier-crop one image `(ny, nx)` to `(ny/bin, nx/bin)` (see [`FourierBinner`], which
+/// plans once for many images).
+pub fn fourier_bin_2d(img: ArrayView2<f32>, bin: usize) -> Array2<f32> {
+    let (ny, nx) = img.dim();
+    FourierBinner::new(ny, nx, bin).bin(img)
 }
 
 /// Shift an image by `(dy, dx)` pixels (content moves to +dx, +dy) with a Fourier phase ramp;

@@ -166,7 +166,10 @@ fn inside_range(
     let last = (n - 1) as f64;
     let (lo, hi) = clip(clip((0.0, last), ul, du, umax), vl, dv, vmax);
     // NaN-safe: an empty or undefined interval means no voxel of the line is inside
-    if lo.partial_cmp(&hi).is_none_or(|o| o == std::cmp::Ordering::Greater) {
+    if lo
+        .partial_cmp(&hi)
+        .is_none_or(|o| o == std::cmp::Ordering::Greater)
+    {
         return None;
     }
     let mid = ((0.5 * (lo + hi)).round() as usize).min(n - 1);

@@ -4,7 +4,7 @@
 //! the Fourier weighting of [`crate::recon::filter`] and the back-projection of
 //! [`crate::recon::backproject`] on the chosen device, divided by the tilt count.
 
-use crate::core::fourier::fourier_bin_2d;
+use crate::core::fourier::FourierBinner;
 use crate::core::geometry::TiltSeriesGeometry;
 use crate::device::Device;
 use crate::recon::backproject::backproject;
@@ -68,12 +68,15 @@ pub fn wbp(
     let binned: Vec<(Array2<f32>, bool)> = stack
         .axis_iter(Axis(0))
         .into_par_iter()
-        .map(|img| {
-            let mut b = fourier_bin_2d(img, bin);
-            let used_std = normalise(b.view_mut(), sign);
-            apply_taper(b.view_mut(), &taper_y, &taper_x);
-            (b, used_std)
-        })
+        .map_init(
+            || FourierBinner::new(ny, nx, bin),
+            |binner, img| {
+                let mut b = binner.bin(img);
+                let used_std = normalise(b.view_mut(), sign);
+                apply_taper(b.view_mut(), &taper_y, &taper_x);
+                (b, used_std)
+            },
+        )
         .collect();
     let n_std = binned.iter().filter(|(_, s)| *s).count();
     if n_std > 0 {

@@ -3,7 +3,8 @@
 # Quiet when everything is present. Elsewhere, print what to install or `module load`.
 set -euo pipefail
 
-PKGS=(openmpi-bin libopenmpi-dev libhdf5-dev libclang-dev clang pkg-config python3-venv python3-dev)
+# clang: its resource headers (stddef.h, ...) for bindgen in mpi-sys and hdf5-sys
+PKGS=(openmpi-bin libopenmpi-dev libhdf5-dev libclang-dev clang pkg-config python3-venv)
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
   cat >&2 <<'MSG'

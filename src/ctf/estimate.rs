@@ -4,11 +4,14 @@
 //! 2. [`subtract_background`]: amplitude spectrum minus a smooth radial background through the
 //!    Thon-ring minima, normalised ring by ring.
 //! 3. 1D exhaustive search of the mean defocus: Pearson correlation of the radial average with
-//!    `CTF²` (no astigmatism) over the fitting band, a step that moves the phase at the band's
+//!    `|CTF|` (no astigmatism) over the fitting band, a step that moves the phase at the band's
 //!    high end by at most π/4.
-//! 4. 2D refinement from the best 1D candidates: Nelder–Mead on `(mean, a_x, a_y)` with
-//!    `½(U − V)·(cos 2θ, sin 2θ) = (a_x, a_y)` (smooth in the angle, no wrap), maximising the
-//!    correlation of `CTF²` with the 2D background-subtracted spectrum over the band.
+//! 4. 2D refinement around the three best 1D peaks: parameters `(mean, a_x, a_y)` with
+//!    `½(U − V)·(cos 2θ, sin 2θ) = (a_x, a_y)` (smooth in the angle, no wrap); a coarse grid
+//!    (mean ± 2 steps, `(a_x, a_y)` spaced half a step inside `|a| ≤ max_astig/2`), then
+//!    Nelder–Mead from the four best grid points, maximising the Pearson correlation of
+//!    `|CTF|` (the amplitude spectrum is `∝ |CTF|`; same zeros as `CTF²`) with the 2D
+//!    background-subtracted spectrum over the band.
 //! 5. Fit resolution: equiphase average of data and model, moving-window correlation; the
 //!    resolution is where it first drops below [`FIT_RES_THRESHOLD`].
 //!
@@ -135,7 +138,7 @@ pub struct CtfFit {
     pub defocus_v_a: f64,
     /// Angle of `U` from +x, degrees in `[0, 180)`.
     pub astig_angle_deg: f64,
-    /// Pearson correlation of the fitted `CTF²` with the background-subtracted spectrum over
+    /// Pearson correlation of the fitted `|CTF|` with the background-subtracted spectrum over
     /// the fitting band (−1..1).
     pub score: f64,
     /// Resolution (Å) where the equiphase-averaged fit quality first drops below
@@ -496,7 +499,7 @@ fn fit_resolution(
     let last = tile / 2;
     for r in r_lo..=last {
         let sr = (r as f64 * ds).max(ds);
-        // ring period in s at this radius (CTF² changes by π): 1/(2 λ Δf s), in bins
+        // ring period in s at this radius (|CTF| has period π in γ): 1/(2 λ Δf s), in bins
         let period = 1.0 / (2.0 * (o.k1 / PI) * mean.max(1.0) * sr) / ds;
         let h = (period.round() as usize).max(3);
         let a = r.saturating_sub(h).max(r_lo);
@@ -530,7 +533,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fast_ctf2_matches_model() {
+    fn fast_abs_ctf_matches_model() {
         let s = CtfSearch::new(1.0, 300.0, 2.7, 0.07);
         let o = Optics::new(&s);
         let c = Ctf {
@@ -544,7 +547,7 @@ mod tests {
         };
         for k in 0..50 {
             let sx = k as f64 * 0.005;
-            let want = c.value(sx, 0.0).powi(2);
+            let want = c.value(sx, 0.0).abs();
             assert!((o.ctf_abs(21000.0, sx * sx) - want).abs() < 1e-9);
         }
     }

@@ -1,5 +1,8 @@
-//! Contrast transfer function: model (estimation and correction come later).
+//! Contrast transfer function: model, per-image estimation (correction comes later).
 
+pub mod estimate;
 pub mod model;
+pub mod periodogram;
 
+pub use estimate::{estimate, CtfFit, CtfSearch};
 pub use model::{dose_filter, electron_wavelength_a, interaction_constant, Ctf};

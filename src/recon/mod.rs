@@ -1,5 +1,8 @@
-//! Reconstruction: filters, back-projection, weighted back-projection.
+//! Reconstruction: filters, back-projection, forward projection, weighted back-projection,
+//! SIRT.
 
 pub mod backproject;
 pub mod filter;
+pub mod project;
+pub mod sirt;
 pub mod wbp;

@@ -164,7 +164,10 @@ mod tests {
             // scale of the sums: Σ|terms|
             let scale: f64 = ax.iter().zip(&y).map(|(a, b)| (a * b).abs() as f64).sum();
             let rel = (l - r).abs() / scale;
-            assert!(rel < 1e-5, "axis {axis}: ⟨Ax,y⟩ {l} vs ⟨x,Aᵀy⟩ {r} ({rel:e})");
+            assert!(
+                rel < 1e-5,
+                "axis {axis}: ⟨Ax,y⟩ {l} vs ⟨x,Aᵀy⟩ {r} ({rel:e})"
+            );
             assert!(ax.iter().filter(|v| **v != 0.0).count() > ax.len() / 4);
         }
     }

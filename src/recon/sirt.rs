@@ -156,7 +156,9 @@ pub fn sirt_solve(
             b.to_owned()
         } else {
             let mut ax = forward_project_cpu(x.view(), projections, image_shape, voxel_a);
-            Zip::from(&mut ax).and(&b).par_for_each(|a, &bv| *a = bv - *a);
+            Zip::from(&mut ax)
+                .and(&b)
+                .par_for_each(|a, &bv| *a = bv - *a);
             ax
         };
         let (n2, w2) = res
@@ -431,7 +433,10 @@ mod tests {
         let short = Array3::<f32>::ones((2, 16, 16));
         let e = sirt(short.view(), &geom, &base, &Device::Cpu).unwrap_err();
         assert_eq!(e.exit_code(), 3);
-        assert!(e.to_string().contains("2 images but the geometry 3 tilts"), "{e}");
+        assert!(
+            e.to_string().contains("2 images but the geometry 3 tilts"),
+            "{e}"
+        );
     }
 
     #[test]

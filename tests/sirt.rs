@@ -222,3 +222,50 @@ fn sirt_beats_wbp_and_descends_monotonically() {
         "more iterations should help: {c_sirt:?}"
     );
 }
+
+/// Timing, not a check: `cargo test --release --test sirt -- --ignored --nocapture`.
+/// 61 tilts of 256² into 256²×64: forward vs back-projection and one SIRT iteration.
+#[test]
+#[ignore]
+fn timing_forward_vs_back_projection() {
+    use std::time::Instant;
+    let (n, nz, nt) = (256usize, 64usize, 61usize);
+    let angles: Vec<f64> = (0..nt).map(|i| -60.0 + 2.0 * i as f64).collect();
+    let g = TiltSeriesGeometry::from_angles(n, n, 4.0, &angles, 85.0);
+    let projs = g.projections(1);
+    let vol = Array3::from_shape_fn((nz, n, n), |(z, y, x)| {
+        ((z * 7 + y * 13 + x * 3) % 17) as f32
+    });
+    let imgs = forward_project_cpu(vol.view(), &projs, (n, n), 4.0);
+    let best = |f: &dyn Fn()| {
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    let tf = best(&|| {
+        forward_project_cpu(vol.view(), &projs, (n, n), 4.0);
+    });
+    let tb = best(&|| {
+        backproject_cpu(imgs.view(), &projs, (nz, n, n), 4.0);
+    });
+    let p = SirtParams {
+        iterations: 3,
+        thickness_px: nz,
+        ..SirtParams::default()
+    };
+    let t = Instant::now();
+    sirt_solve(imgs.view(), &projs, (nz, n, n), 4.0, &p, &Device::Cpu).unwrap();
+    let ts = t.elapsed().as_secs_f64();
+    let up = (nt * n * n * nz) as f64;
+    println!(
+        "{} threads: forward {tf:.3} s ({:.2} Gvox·tilt/s), back {tb:.3} s ({:.2} Gvox·tilt/s), \
+         SIRT 3 it {ts:.3} s",
+        rayon::current_num_threads(),
+        up / tf * 1e-9,
+        up / tb * 1e-9
+    );
+}

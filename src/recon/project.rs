@@ -76,6 +76,13 @@ pub fn forward_project_cpu_coeffs(
     out
 }
 
+/// Lines splatted together: `LANES` volume lines `LINE_STRIDE` apart in y. Consecutive voxels
+/// of one line hit overlapping pixels (a read-modify-write chain through memory); lines two
+/// apart in y land on disjoint pixels for common geometries, so interleaving them gives the
+/// CPU independent chains. The order is fixed, so the result stays deterministic.
+const LANES: usize = 4;
+const LINE_STRIDE: usize = 2;
+
 /// Splat every voxel of one volume into one image (the adjoint of one tilt's back-projection).
 fn project_one(
     vol: &[f32],
@@ -84,37 +91,67 @@ fn project_one(
     img: &mut [f32],
     (inx, iny): (usize, usize),
 ) {
-    let umax = (inx - 1) as f32;
-    let vmax = (iny - 1) as f32;
+    let block = LANES * LINE_STRIDE;
     for iz in 0..nz {
         let fz = iz as f32;
-        for iy in 0..ny {
+        // the back-projector's expressions, in its order: u, v of voxel ix = 0 of line iy
+        let start = |iy: usize| {
             let fy = iy as f32;
-            // the back-projector's expressions, in its order
-            let ul = c[3] + fy * c[1] + fz * c[2];
-            let vl = c[7] + fy * c[5] + fz * c[6];
-            let row = &vol[(iz * ny + iy) * nx..(iz * ny + iy + 1) * nx];
-            for (ix, &val) in row.iter().enumerate() {
-                let fx = ix as f32;
-                let u = ul + fx * c[0];
-                let v = vl + fx * c[4];
-                if !(u >= 0.0 && v >= 0.0 && u <= umax && v <= vmax) {
-                    continue;
+            (c[3] + fy * c[1] + fz * c[2], c[7] + fy * c[5] + fz * c[6])
+        };
+        let row = |iy: usize| &vol[(iz * ny + iy) * nx..(iz * ny + iy + 1) * nx];
+        let mut y0 = 0;
+        while y0 + block <= ny {
+            for phase in 0..LINE_STRIDE {
+                let lines: [usize; LANES] = std::array::from_fn(|j| y0 + phase + j * LINE_STRIDE);
+                let st = lines.map(start);
+                let rows = lines.map(row);
+                for ix in 0..nx {
+                    let fx = ix as f32;
+                    for (&(ul, vl), r) in st.iter().zip(&rows) {
+                        splat(img, (inx, iny), ul + fx * c[0], vl + fx * c[4], r[ix]);
+                    }
                 }
-                // u, v ≥ 0: truncation is floor (as in the back-projector)
-                let x0 = (u as usize).min(inx - 2);
-                let y0 = (v as usize).min(iny - 2);
-                let wx = u - x0 as f32;
-                let wy = v - y0 as f32;
-                let a = val * (1.0 - wy);
-                let b = val * wy;
-                let i = y0 * inx + x0;
-                img[i] += a * (1.0 - wx);
-                img[i + 1] += a * wx;
-                img[i + inx] += b * (1.0 - wx);
-                img[i + inx + 1] += b * wx;
+            }
+            y0 += block;
+        }
+        for iy in y0..ny {
+            let (ul, vl) = start(iy);
+            for (ix, &val) in row(iy).iter().enumerate() {
+                let fx = ix as f32;
+                splat(img, (inx, iny), ul + fx * c[0], vl + fx * c[4], val);
             }
         }
+    }
+}
+
+/// Add `val` into the four pixels bilinear sampling at `(u, v)` reads, with its weights
+/// (nothing outside `[0, nx−1] × [0, ny−1]`), exactly as [`crate::recon::backproject::bilinear_f32`]
+/// picks cell and weights.
+#[inline(always)]
+fn splat(img: &mut [f32], (inx, iny): (usize, usize), u: f32, v: f32, val: f32) {
+    let umax = (inx - 1) as f32;
+    let vmax = (iny - 1) as f32;
+    if !(u >= 0.0 && v >= 0.0 && u <= umax && v <= vmax) {
+        return;
+    }
+    // u, v ≥ 0: truncation is floor (as in the back-projector)
+    let x0 = (u as usize).min(inx - 2);
+    let y0 = (v as usize).min(iny - 2);
+    let wx = u - x0 as f32;
+    let wy = v - y0 as f32;
+    let a = val * (1.0 - wy);
+    let b = val * wy;
+    let i = y0 * inx + x0;
+    debug_assert_eq!(img.len(), inx * iny);
+    // SAFETY: x0 ≤ inx − 2 and y0 ≤ iny − 2, so i + inx + 1 ≤ inx·iny − 1 < img.len():
+    // `img` is always one `iny × inx` image of the output array ([`project_one`], called
+    // only by `forward_project_cpu_coeffs`, is the only caller).
+    unsafe {
+        *img.get_unchecked_mut(i) += a * (1.0 - wx);
+        *img.get_unchecked_mut(i + 1) += a * wx;
+        *img.get_unchecked_mut(i + inx) += b * (1.0 - wx);
+        *img.get_unchecked_mut(i + inx + 1) += b * wx;
     }
 }
 

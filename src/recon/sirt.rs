@@ -132,7 +132,7 @@ pub fn sirt_solve(
             projections.len()
         )));
     }
-    validate_params(params, (nt, iny.max(2), inx.max(2)))?;
+    validate_solver(params)?;
     let lambda = params.relaxation;
     let image_shape = (iny, inx);
 
@@ -196,7 +196,8 @@ pub fn sirt_solve(
     })
 }
 
-fn validate_params(p: &SirtParams, (_, ny, nx): (usize, usize, usize)) -> Result<()> {
+/// The parameters [`sirt_solve`] uses: iterations and relaxation.
+fn validate_solver(p: &SirtParams) -> Result<()> {
     if p.iterations == 0 {
         return Err(Error::Config(
             "sirt: iterations = 0: use ≥ 1 (typically 10–50)".into(),
@@ -208,6 +209,12 @@ fn validate_params(p: &SirtParams, (_, ny, nx): (usize, usize, usize)) -> Result
             p.relaxation
         )));
     }
+    Ok(())
+}
+
+/// All parameters of [`sirt`], for a stack of `(tilts, ny, nx)`.
+fn validate_params(p: &SirtParams, (_, ny, nx): (usize, usize, usize)) -> Result<()> {
+    validate_solver(p)?;
     if p.bin == 0 || nx / p.bin.max(1) < 2 || ny / p.bin.max(1) < 2 {
         return Err(Error::Config(format!(
             "sirt: bin = {} for {nx}×{ny} images: bin must be ≥ 1 and leave at least 2×2 pixels",

@@ -17,13 +17,13 @@
 //! Output scale: like WBP, the reconstruction of line-integral projections (voxel units) has
 //! the amplitude of the object's density.
 
-use crate::core::fourier::FourierBinner;
 use crate::core::geometry::{Projection, TiltSeriesGeometry};
 use crate::device::Device;
 use crate::recon::backproject::backproject;
 use crate::recon::project::forward_project_cpu;
+use crate::recon::wbp::preprocess;
 use crate::{Error, Result};
-use ndarray::{Array3, ArrayView3, ArrayViewMut2, Axis, Zip};
+use ndarray::{Array3, ArrayView3, Zip};
 use rayon::prelude::*;
 
 /// Parameters of a SIRT reconstruction.
@@ -67,14 +67,8 @@ pub struct SirtOutput {
     pub weighted_residuals: Vec<f64>,
 }
 
-/// Where the tilt series came from, for error messages (the stage has no file).
-const SRC: &str = "<tilt series>";
-
 /// Row and column sums below this give a zero weight (ASTRA's threshold).
 const MIN_SUM: f32 = 1e-6;
-
-/// Fraction of each image side tapered to zero at the edges (as WBP).
-const TAPER_FRACTION: f64 = 0.04;
 
 /// Reconstruct `stack` `[tilt, y, x]` (pixel `geom.pixel_a` Å, one image per `geom.tilts`
 /// entry, aligned in the sense that `geom` holds the shifts) with SIRT into a volume
@@ -95,8 +89,7 @@ pub fn sirt(
     device: &Device,
 ) -> Result<Array3<f32>> {
     validate_params(params, stack.dim())?;
-    validate_stack(&stack, geom)?;
-    let b = prepare(stack, params.bin, params.invert_contrast);
+    let b = preprocess(stack, geom, params.bin, params.invert_contrast)?;
     let (_, by, bx) = b.dim();
     let out = sirt_solve(
         b.view(),
@@ -228,139 +221,6 @@ fn validate_params(p: &SirtParams, (_, ny, nx): (usize, usize, usize)) -> Result
         ));
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// Stand-ins for wbp's private pre-processing (`wbp::validate`'s stack/geometry part,
-// `normalise`, `taper_1d`, `apply_taper`). They follow wbp.rs exactly; once wbp exposes one
-// `pub(crate) fn preprocess(stack, geom, bin, invert_contrast) -> Result<Array3<f32>>`, this
-// block is to be replaced by a call to it (see docs/sirt.md).
-// ---------------------------------------------------------------------------------------
-
-fn validate_stack(stack: &ArrayView3<f32>, geom: &TiltSeriesGeometry) -> Result<()> {
-    let (nt, ny, nx) = stack.dim();
-    if nt == 0 || nt != geom.len() {
-        return Err(Error::bad_input(
-            SRC,
-            "tilt count",
-            format!(
-                "the stack has {nt} images but the geometry {} tilts: give one tilt angle per \
-                 image (check the .tlt/.mdoc against the stack, and excluded views)",
-                geom.len()
-            ),
-        ));
-    }
-    if (ny, nx) != (geom.ny, geom.nx) {
-        return Err(Error::bad_input(
-            SRC,
-            "image size",
-            format!(
-                "the stack images are {nx}×{ny} but the geometry says {}×{}: use the geometry \
-                 made for this stack",
-                geom.nx, geom.ny
-            ),
-        ));
-    }
-    if !(geom.pixel_a.is_finite() && geom.pixel_a > 0.0) {
-        return Err(Error::bad_input(
-            SRC,
-            "pixel size",
-            format!(
-                "{} Å is not a positive number: set the pixel size",
-                geom.pixel_a
-            ),
-        ));
-    }
-    for (i, t) in geom.tilts.iter().enumerate() {
-        let v = [
-            t.tilt_deg,
-            t.axis_deg,
-            t.x_tilt_deg,
-            t.shift_x_a,
-            t.shift_y_a,
-        ];
-        if v.iter().any(|v| !v.is_finite()) {
-            return Err(Error::bad_input(
-                SRC,
-                format!("tilt {i} geometry"),
-                "angle or shift is not finite: fix the alignment",
-            ));
-        }
-    }
-    if let Some((i, v)) = stack.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        let (t, r) = (i / (ny * nx), i % (ny * nx));
-        return Err(Error::bad_input(
-            SRC,
-            format!("tilt {t} pixel (x {}, y {})", r % nx, r / nx),
-            format!("value {v} is not finite: fix or exclude this tilt"),
-        ));
-    }
-    Ok(())
-}
-
-/// Per tilt (in parallel): Fourier-bin, normalise, taper; `[tilt, ny/bin, nx/bin]`.
-fn prepare(stack: ArrayView3<f32>, bin: usize, invert: bool) -> Array3<f32> {
-    let (nt, ny, nx) = stack.dim();
-    let (by, bx) = (ny / bin, nx / bin);
-    let sign = if invert { -1.0 } else { 1.0 };
-    let (wx, wy) = (taper_1d(bx), taper_1d(by));
-    let mut out = Array3::<f32>::zeros((nt, by, bx));
-    out.axis_iter_mut(Axis(0))
-        .into_par_iter()
-        .zip(stack.axis_iter(Axis(0)))
-        .for_each_init(
-            || FourierBinner::new(ny, nx, bin),
-            |binner, (mut dst, img)| {
-                let mut b = binner.bin(img);
-                normalise(b.view_mut(), sign);
-                apply_taper(b.view_mut(), &wy, &wx);
-                dst.assign(&b);
-            },
-        );
-    out
-}
-
-/// `(I − mean)/mean·sign`; `(I − mean)/std·sign` when the mean is not positive.
-fn normalise(mut img: ArrayViewMut2<f32>, sign: f32) {
-    let n = img.len().max(1) as f64;
-    let mean = img.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = img.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    let std = var.sqrt();
-    let denom = if mean > 1e-6 * std && mean > 0.0 {
-        mean
-    } else if std > 0.0 {
-        std
-    } else {
-        1.0
-    };
-    let (m, s) = (mean as f32, sign / denom as f32);
-    img.mapv_inplace(|v| (v - m) * s);
-}
-
-/// Cosine edge weights: 0 → 1 over `max(2, 4 % of n)` samples at each end.
-fn taper_1d(n: usize) -> Vec<f32> {
-    let m = ((n as f64 * TAPER_FRACTION).round() as usize)
-        .max(2)
-        .min(n / 2);
-    (0..n)
-        .map(|i| {
-            let d = i.min(n - 1 - i);
-            if d >= m {
-                1.0
-            } else {
-                let t = (d as f64 + 0.5) / m as f64;
-                (0.5 * (1.0 - (std::f64::consts::PI * t).cos())) as f32
-            }
-        })
-        .collect()
-}
-
-fn apply_taper(mut img: ArrayViewMut2<f32>, wy: &[f32], wx: &[f32]) {
-    for (mut row, &a) in img.axis_iter_mut(Axis(0)).zip(wy) {
-        for (v, &b) in row.iter_mut().zip(wx) {
-            *v *= a * b;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -56,40 +56,10 @@ pub fn wbp(
     params: &WbpParams,
     device: &Device,
 ) -> Result<Array3<f32>> {
-    validate(&stack, geom, params)?;
+    validate_params(stack.dim(), params)?;
     let bin = params.bin;
-    let (nt, ny, nx) = stack.dim();
-    let (by, bx) = (ny / bin, nx / bin);
-
-    // 2. bin, normalise, taper (one tilt per task)
-    let sign = if params.invert_contrast { -1.0 } else { 1.0 };
-    let taper_x = taper_1d(bx);
-    let taper_y = taper_1d(by);
-    let binned: Vec<(Array2<f32>, bool)> = stack
-        .axis_iter(Axis(0))
-        .into_par_iter()
-        .map_init(
-            || FourierBinner::new(ny, nx, bin),
-            |binner, img| {
-                let mut b = binner.bin(img);
-                let used_std = normalise(b.view_mut(), sign);
-                apply_taper(b.view_mut(), &taper_y, &taper_x);
-                (b, used_std)
-            },
-        )
-        .collect();
-    let n_std = binned.iter().filter(|(_, s)| *s).count();
-    if n_std > 0 {
-        tracing::warn!(
-            "wbp: {n_std} of {nt} tilts have a mean intensity ≤ 0 (already normalised data?); \
-             they were divided by their standard deviation instead of their mean"
-        );
-    }
-    let mut images = Array3::<f32>::zeros((nt, by, bx));
-    for (mut dst, (src, _)) in images.axis_iter_mut(Axis(0)).zip(binned.iter()) {
-        dst.assign(src);
-    }
-    drop(binned);
+    let mut images = preprocess(stack, geom, bin, params.invert_contrast)?;
+    let (nt, by, bx) = images.dim();
 
     // 3. Fourier weighting
     let axes: Vec<f64> = geom.tilts.iter().map(|t| t.axis_deg).collect();
@@ -111,7 +81,9 @@ pub fn wbp(
     Ok(vol)
 }
 
-fn validate(stack: &ArrayView3<f32>, geom: &TiltSeriesGeometry, p: &WbpParams) -> Result<()> {
+/// Stack/geometry consistency shared by every reconstruction: tilt count, image size, pixel
+/// size, finite geometry and finite pixel values.
+pub(crate) fn validate_stack(stack: &ArrayView3<f32>, geom: &TiltSeriesGeometry) -> Result<()> {
     let (nt, ny, nx) = stack.dim();
     if nt == 0 {
         return Err(Error::bad_input(
@@ -168,6 +140,19 @@ fn validate(stack: &ArrayView3<f32>, geom: &TiltSeriesGeometry, p: &WbpParams) -
             ));
         }
     }
+    if let Some((i, v)) = stack.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        let (t, r) = (i / (ny * nx), i % (ny * nx));
+        return Err(Error::bad_input(
+            SRC,
+            format!("tilt {t} pixel (x {}, y {})", r % nx, r / nx),
+            format!("value {v} is not finite: fix or exclude this tilt"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parameter checks of [`wbp`] for a stack of `(tilts, ny, nx)`.
+fn validate_params((_, ny, nx): (usize, usize, usize), p: &WbpParams) -> Result<()> {
     if p.bin == 0 || nx / p.bin.max(1) < 2 || ny / p.bin.max(1) < 2 {
         return Err(Error::Config(format!(
             "wbp: bin = {} for {nx}×{ny} images: bin must be ≥ 1 and leave at least 2×2 pixels",
@@ -191,15 +176,51 @@ fn validate(stack: &ArrayView3<f32>, geom: &TiltSeriesGeometry, p: &WbpParams) -
             "wbp: SIRT-like filter with 0 iterations: use ≥ 1 (typically 5–30)".into(),
         ));
     }
-    if let Some((i, v)) = stack.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        let (t, r) = (i / (ny * nx), i % (ny * nx));
-        return Err(Error::bad_input(
-            SRC,
-            format!("tilt {t} pixel (x {}, y {})", r % nx, r / nx),
-            format!("value {v} is not finite: fix or exclude this tilt"),
-        ));
-    }
     Ok(())
+}
+
+/// The pre-processing shared by WBP and SIRT: validate the stack against the geometry, then
+/// per tilt (in parallel, FFT plans once per thread) Fourier-bin by `bin`, normalise
+/// `(I − mean)/mean` (negated when `invert_contrast`; a tilt whose mean is not positive is
+/// divided by its standard deviation, with one warning), and taper the edges with a cosine
+/// over 4 % of each side. Returns `[tilt, ny/bin, nx/bin]`.
+pub(crate) fn preprocess(
+    stack: ArrayView3<f32>,
+    geom: &TiltSeriesGeometry,
+    bin: usize,
+    invert_contrast: bool,
+) -> Result<Array3<f32>> {
+    validate_stack(&stack, geom)?;
+    let (nt, ny, nx) = stack.dim();
+    let (by, bx) = (ny / bin, nx / bin);
+    let sign = if invert_contrast { -1.0 } else { 1.0 };
+    let taper_x = taper_1d(bx);
+    let taper_y = taper_1d(by);
+    let binned: Vec<(Array2<f32>, bool)> = stack
+        .axis_iter(Axis(0))
+        .into_par_iter()
+        .map_init(
+            || FourierBinner::new(ny, nx, bin),
+            |binner, img| {
+                let mut b = binner.bin(img);
+                let used_std = normalise(b.view_mut(), sign);
+                apply_taper(b.view_mut(), &taper_y, &taper_x);
+                (b, used_std)
+            },
+        )
+        .collect();
+    let n_std = binned.iter().filter(|(_, s)| *s).count();
+    if n_std > 0 {
+        tracing::warn!(
+            "{n_std} of {nt} tilts have a mean intensity ≤ 0 (already normalised data?); \
+             they were divided by their standard deviation instead of their mean"
+        );
+    }
+    let mut images = Array3::<f32>::zeros((nt, by, bx));
+    for (mut dst, (src, _)) in images.axis_iter_mut(Axis(0)).zip(binned.iter()) {
+        dst.assign(src);
+    }
+    Ok(images)
 }
 
 /// `(I − mean)/mean·sign` in place; `(I − mean)/std·sign` when the mean is not positive.

@@ -1,7 +1,9 @@
 //! SIRT and the forward projector on small phantoms: projector adjointness, single-voxel
 //! placement, residual descent, and SIRT against WBP on analytic Gaussian-blob projections.
 
-use lamella::core::geometry::{apply, Projection, TiltSeriesGeometry};
+mod common;
+
+use lamella::core::geometry::{Projection, TiltSeriesGeometry};
 use lamella::device::Device;
 use lamella::recon::backproject::backproject_cpu;
 use lamella::recon::filter::Filter;
@@ -38,26 +40,9 @@ fn geometry() -> TiltSeriesGeometry {
     g
 }
 
-/// Analytic line integrals (voxel units) of the blobs through every image pixel: a 3D
-/// Gaussian integrates along the beam to `√(2π)·σ·exp(−d²/2σ²)` about its projected centre.
+/// Analytic line integrals of the blobs (see `common::project_gaussian_blobs`).
 fn project_blobs(geom: &TiltSeriesGeometry) -> Array3<f32> {
-    let mut out = Array3::<f32>::zeros((geom.len(), geom.ny, geom.nx));
-    for (i, t) in geom.tilts.iter().enumerate() {
-        let r = t.rotation();
-        for b in BLOBS {
-            let q = apply(&r, [b[0] * PIX, b[1] * PIX, b[2] * PIX]);
-            let uc = (geom.nx / 2) as f64 + (q[0] + t.shift_x_a) / PIX;
-            let vc = (geom.ny / 2) as f64 + (q[1] + t.shift_y_a) / PIX;
-            let amp = (2.0 * std::f64::consts::PI).sqrt() * SIGMA_VOX;
-            for y in 0..geom.ny {
-                for x in 0..geom.nx {
-                    let d2 = (x as f64 - uc).powi(2) + (y as f64 - vc).powi(2);
-                    out[[i, y, x]] += (amp * (-d2 / (2.0 * SIGMA_VOX * SIGMA_VOX)).exp()) as f32;
-                }
-            }
-        }
-    }
-    out
+    common::project_gaussian_blobs(geom, &BLOBS, SIGMA_VOX)
 }
 
 /// The phantom density on the voxel grid.

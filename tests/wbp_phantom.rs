@@ -2,7 +2,9 @@
 //! closed form through the tilt geometry (axis 85°, per-tilt shifts), reconstructed with
 //! `recon::wbp`, and compared with the truth.
 
-use lamella::core::geometry::{apply, TiltSeriesGeometry};
+mod common;
+
+use lamella::core::geometry::TiltSeriesGeometry;
 use lamella::device::Device;
 use lamella::recon::filter::Filter;
 use lamella::recon::wbp::{wbp, WbpParams};
@@ -36,31 +38,9 @@ fn geometry() -> TiltSeriesGeometry {
     g
 }
 
-/// Line integral (pixel units) of the phantom through image pixel (u, v) of every tilt.
-///
-/// A 3D Gaussian `exp(−|p − c|²/2σ²)` integrates along the beam to `√(2π)·σ·exp(−d²/2σ²)`,
-/// with `d` the in-plane distance from the projected centre. Tilt `i` maps the specimen
-/// point `c` to the beam frame `q = R_i·c` (R = Rz(axis)·Ry(tilt)·Rx(xtilt)); the image
-/// centre of the blob is `(n/2, n/2) + (q_xy + shift)/pixel`.
+/// Analytic line integrals of the blobs (see `common::project_gaussian_blobs`).
 fn project(geom: &TiltSeriesGeometry) -> Array3<f32> {
-    let mut out = Array3::<f32>::zeros((geom.len(), geom.ny, geom.nx));
-    for (i, t) in geom.tilts.iter().enumerate() {
-        let r = t.rotation();
-        for b in BLOBS {
-            let c = [b[0] * PIX, b[1] * PIX, b[2] * PIX];
-            let q = apply(&r, c);
-            let uc = (geom.nx / 2) as f64 + (q[0] + t.shift_x_a) / PIX;
-            let vc = (geom.ny / 2) as f64 + (q[1] + t.shift_y_a) / PIX;
-            let amp = (2.0 * std::f64::consts::PI).sqrt() * SIGMA_VOX;
-            for y in 0..geom.ny {
-                for x in 0..geom.nx {
-                    let d2 = (x as f64 - uc).powi(2) + (y as f64 - vc).powi(2);
-                    out[[i, y, x]] += (amp * (-d2 / (2.0 * SIGMA_VOX * SIGMA_VOX)).exp()) as f32;
-                }
-            }
-        }
-    }
-    out
+    common::project_gaussian_blobs(geom, &BLOBS, SIGMA_VOX)
 }
 
 /// Stack of intensities: bright background, blobs dark (as in cryo-EM).

@@ -82,3 +82,32 @@ pub fn run_python(py: &Path, code: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Analytic projections `[tilt, y, x]` of Gaussian blobs (centres in voxels about the
+/// tomogram centre, voxel = `geom.pixel_a`, standard deviation `sigma_vox`, peak density 1):
+/// a 3D Gaussian integrates along the beam to `√(2π)·σ·exp(−d²/2σ²)` (voxel units), `d` the
+/// in-plane distance from its projected centre `(n/2, n/2) + ([R·c]_xy + shift)/pixel`.
+pub fn project_gaussian_blobs(
+    geom: &lamella::core::geometry::TiltSeriesGeometry,
+    blobs_vox: &[[f64; 3]],
+    sigma_vox: f64,
+) -> ndarray::Array3<f32> {
+    let px = geom.pixel_a;
+    let mut out = ndarray::Array3::<f32>::zeros((geom.len(), geom.ny, geom.nx));
+    let amp = (2.0 * std::f64::consts::PI).sqrt() * sigma_vox;
+    for (i, t) in geom.tilts.iter().enumerate() {
+        let r = t.rotation();
+        for b in blobs_vox {
+            let q = lamella::core::geometry::apply(&r, [b[0] * px, b[1] * px, b[2] * px]);
+            let uc = (geom.nx / 2) as f64 + (q[0] + t.shift_x_a) / px;
+            let vc = (geom.ny / 2) as f64 + (q[1] + t.shift_y_a) / px;
+            for y in 0..geom.ny {
+                for x in 0..geom.nx {
+                    let d2 = (x as f64 - uc).powi(2) + (y as f64 - vc).powi(2);
+                    out[[i, y, x]] += (amp * (-d2 / (2.0 * sigma_vox * sigma_vox)).exp()) as f32;
+                }
+            }
+        }
+    }
+    out
+}

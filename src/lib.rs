@@ -5,6 +5,7 @@
 //! index `n / 2`; Å and degrees in public APIs; rotation matrices left-multiply column
 //! vectors `(x, y, z)`.
 
+pub mod align;
 pub mod cli;
 pub mod comm;
 pub mod core;

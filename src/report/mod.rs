@@ -9,6 +9,7 @@
 //! See `docs/report.md` for what the report shows and where the files go.
 
 pub mod html;
+pub mod plot;
 pub mod png;
 
 pub use html::{write_html, SeriesReport};

@@ -107,27 +107,43 @@ fn push_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
 /// If `pixels.len() != width * height`, or `width`/`height` is 0 or above 2^31 − 1 (the PNG
 /// limits): these are caller bugs; [`crate::report::write_png`] checks them and returns errors.
 pub fn encode_gray8(width: usize, height: usize, pixels: &[u8]) -> Vec<u8> {
+    encode(width, height, 1, pixels)
+}
+
+/// Encode an 8-bit RGB picture as PNG: as [`encode_gray8`] with 3 bytes (R, G, B) per pixel
+/// (`pixels.len() == 3·width·height`, colour type 2).
+///
+/// # Panics
+/// As [`encode_gray8`].
+pub fn encode_rgb8(width: usize, height: usize, pixels: &[u8]) -> Vec<u8> {
+    encode(width, height, 3, pixels)
+}
+
+/// The encoder behind [`encode_gray8`] (1 channel) and [`encode_rgb8`] (3 channels).
+fn encode(width: usize, height: usize, channels: usize, pixels: &[u8]) -> Vec<u8> {
     assert!(
         png_dims_ok(width, height),
-        "encode_gray8: image size {width} x {height} is outside PNG limits 1..=2^31-1"
+        "png: image size {width} x {height} is outside PNG limits 1..=2^31-1"
     );
     assert_eq!(
         pixels.len(),
-        width * height,
-        "encode_gray8: {} pixels given for a {width} x {height} image",
+        width * height * channels,
+        "png: {} bytes given for a {width} x {height} image of {channels} channel(s)",
         pixels.len()
     );
-    let mut raw = Vec::with_capacity((width + 1) * height);
-    for row in pixels.chunks_exact(width) {
+    let stride = width * channels;
+    let mut raw = Vec::with_capacity((stride + 1) * height);
+    for row in pixels.chunks_exact(stride) {
         raw.push(0); // filter type 0 (None)
         raw.extend_from_slice(row);
     }
     let idat = zlib_stored(&raw);
+    let colour_type = if channels == 3 { 2 } else { 0 };
 
     let mut ihdr = Vec::with_capacity(13);
     ihdr.extend_from_slice(&(width as u32).to_be_bytes());
     ihdr.extend_from_slice(&(height as u32).to_be_bytes());
-    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // depth 8, grayscale, deflate, filter 0, no interlace
+    ihdr.extend_from_slice(&[8, colour_type, 0, 0, 0]); // depth 8, deflate, filter 0, no interlace
 
     let mut out = Vec::with_capacity(idat.len() + 64);
     out.extend_from_slice(&PNG_SIGNATURE);
@@ -269,7 +285,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "pixels given")]
+    #[should_panic(expected = "bytes given")]
     fn wrong_pixel_count_panics() {
         encode_gray8(4, 4, &[0; 15]);
     }

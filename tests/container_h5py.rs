@@ -3,6 +3,7 @@
 
 mod common;
 
+use lamella::align::{AlignMethod, AlignReport, BeadResidual, TiltResidual};
 use lamella::core::geometry::TiltSeriesGeometry;
 use lamella::io::atomic::partial_path;
 use lamella::io::container::{
@@ -48,6 +49,7 @@ fn record(name: &str) -> SeriesRecord {
     let data = Array3::from_shape_fn((5, 8, 12), |(z, y, x)| {
         ((z * 97 + y * 13 + x) as f32).sin() * 10.0 + z as f32
     });
+    let geometry_copy = geometry.clone();
     SeriesRecord {
         name: name.to_string(),
         geometry,
@@ -67,6 +69,45 @@ fn record(name: &str) -> SeriesRecord {
         }],
         truth_correlation: Some(0.625),
         rank: 1,
+        alignment: Some(alignment(&geometry_copy)),
+    }
+}
+
+/// An alignment report with distinct values (7 tilts, 2 beads).
+fn alignment(g: &TiltSeriesGeometry) -> AlignReport {
+    AlignReport {
+        method: AlignMethod::Beads,
+        geometry: g.clone(),
+        tilts: (0..7)
+            .map(|i| TiltResidual {
+                index: i,
+                tilt_deg: g.tilts[i].tilt_deg,
+                shift_x_px: i as f64 - 3.0,
+                shift_y_px: 0.5 * i as f64,
+                magnification: 1.0 + 0.001 * i as f64,
+                residual_px: 0.25 + 0.01 * i as f64,
+                n_obs: 2,
+            })
+            .collect(),
+        beads: vec![
+            BeadResidual {
+                id: 0,
+                position_a: [10.0, -20.0, 30.0],
+                residual_px: 0.3,
+                n_obs: 7,
+            },
+            BeadResidual {
+                id: 1,
+                position_a: [-5.0, 6.0, -70.0],
+                residual_px: 0.2,
+                n_obs: 6,
+            },
+        ],
+        rms_residual_px: 0.27,
+        thickness_a: Some(812.5),
+        pitch_deg: Some(-1.5),
+        z_offset_a: None,
+        log: vec!["coarse: 7 tilts".into(), "solve: rms 0.27 px".into()],
     }
 }
 
@@ -125,6 +166,10 @@ with h5py.File(master, "r") as f:
         "attrs": attrs(d),
     }
     res["stage"] = attrs(g["stages/reconstruct"])
+    al = g["alignment"]
+    res["align_attrs"] = attrs(al)
+    res["residuals"] = {n: py(al["residuals"][n]) for n in al["residuals"].dtype.names}
+    res["beads"] = {n: py(al["beads"][n]) for n in al["beads"].dtype.names}
 # the master opened by a relative path from the output directory's parent
 out = os.path.dirname(os.path.abspath(master))
 os.chdir(os.path.dirname(out))
@@ -256,6 +301,28 @@ fn h5py_reads_master_through_external_links() {
     assert_eq!(st["input_hash"], a.stages[0].input_hash.as_str());
     assert_eq!(f(&st["seconds"]), 2.5);
     assert_eq!(st["complete"], true);
+
+    // the alignment residual tables and attributes
+    let al = &r["align_attrs"];
+    assert_eq!(al["method"], "beads");
+    assert_eq!(f(&al["rms_residual_px"]), 0.27);
+    assert_eq!(f(&al["thickness_a"]), 812.5);
+    assert_eq!(f(&al["pitch_deg"]), -1.5);
+    assert!(al.get("z_offset_a").is_none(), "absent when unknown");
+    assert_eq!(al["log"], serde_json::json!(["coarse: 7 tilts", "solve: rms 0.27 px"]));
+    let want = a.alignment.as_ref().unwrap();
+    let res = &r["residuals"];
+    for (i, t) in want.tilts.iter().enumerate() {
+        assert_eq!(res["index"][i], i);
+        assert_eq!(f(&res["shift_x_px"][i]), t.shift_x_px);
+        assert_eq!(f(&res["magnification"][i]), t.magnification);
+        assert_eq!(f(&res["residual_px"][i]), t.residual_px);
+        assert_eq!(res["n_obs"][i], 2);
+    }
+    let beads = &r["beads"];
+    assert_eq!(f(&beads["z_a"][1]), -70.0);
+    assert_eq!(f(&beads["x_a"][0]), 10.0);
+    assert_eq!(beads["n_obs"][1], 6);
 }
 
 #[test]

@@ -14,6 +14,7 @@
 //!
 //! Units: Å, degrees, e/Å², kV, mm; volumes are `f32` `[z, y, x]`.
 
+use crate::align::AlignReport;
 use crate::core::geometry::{Optics, TiltImage, TiltSeriesGeometry};
 use crate::io::atomic::{commit_partial, partial_path};
 use crate::{Error, Result};
@@ -88,6 +89,34 @@ pub struct SeriesRecord {
     pub truth_correlation: Option<f64>,
     /// Rank that wrote the file.
     pub rank: usize,
+    /// The alignment that produced `geometry`, when an alignment stage ran: written as
+    /// `alignment/residuals`, `alignment/beads` and attributes of `alignment`.
+    pub alignment: Option<AlignReport>,
+}
+
+/// One row of `/tilt_series/<name>/alignment/residuals` (stack order).
+#[derive(H5Type, Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+struct ResidualRow {
+    index: u32,
+    tilt_deg: f64,
+    shift_x_px: f64,
+    shift_y_px: f64,
+    magnification: f64,
+    residual_px: f64,
+    n_obs: u32,
+}
+
+/// One row of `/tilt_series/<name>/alignment/beads`.
+#[derive(H5Type, Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+struct BeadRow {
+    id: u32,
+    x_a: f64,
+    y_a: f64,
+    z_a: f64,
+    residual_px: f64,
+    n_obs: u32,
 }
 
 /// One row of `/tilt_series/<name>/alignment/tilts` (HDF5 compound; field names are the
@@ -364,8 +393,71 @@ fn write_tilt_table(path: &Path, g: &Group, gpath: &str, rec: &SeriesRecord) -> 
         .new_dataset_builder()
         .with_data(&Array1::from(rows))
         .create("tilts")
+        .map_err(h5err(path, &what))?;
+    match &rec.alignment {
+        Some(r) => write_alignment(path, &align, &format!("{gpath}/alignment"), r),
+        None => Ok(()),
+    }
+}
+
+/// The residual tables and summary attributes of an alignment (see `docs/container.md`).
+fn write_alignment(path: &Path, g: &Group, gpath: &str, r: &AlignReport) -> Result<()> {
+    let a = AttrWriter {
+        path,
+        loc: g,
+        obj: gpath,
+    };
+    a.str("method", r.method.name())?;
+    a.f64("rms_residual_px", r.rms_residual_px)?;
+    for (name, v) in [
+        ("thickness_a", r.thickness_a),
+        ("pitch_deg", r.pitch_deg),
+        ("z_offset_a", r.z_offset_a),
+    ] {
+        if let Some(v) = v {
+            a.f64(name, v)?;
+        }
+    }
+    if !r.log.is_empty() {
+        a.str_array("log", &r.log)?;
+    }
+    let rows: Vec<ResidualRow> = r
+        .tilts
+        .iter()
+        .map(|t| ResidualRow {
+            index: t.index as u32,
+            tilt_deg: t.tilt_deg,
+            shift_x_px: t.shift_x_px,
+            shift_y_px: t.shift_y_px,
+            magnification: t.magnification,
+            residual_px: t.residual_px,
+            n_obs: t.n_obs as u32,
+        })
+        .collect();
+    g.new_dataset_builder()
+        .with_data(&Array1::from(rows))
+        .create("residuals")
+        .map_err(h5err(path, &format!("writing {gpath}/residuals")))?;
+    if r.beads.is_empty() {
+        return Ok(());
+    }
+    let beads: Vec<BeadRow> = r
+        .beads
+        .iter()
+        .map(|b| BeadRow {
+            id: b.id as u32,
+            x_a: b.position_a[0],
+            y_a: b.position_a[1],
+            z_a: b.position_a[2],
+            residual_px: b.residual_px,
+            n_obs: b.n_obs as u32,
+        })
+        .collect();
+    g.new_dataset_builder()
+        .with_data(&Array1::from(beads))
+        .create("beads")
         .map(|_| ())
-        .map_err(h5err(path, &what))
+        .map_err(h5err(path, &format!("writing {gpath}/beads")))
 }
 
 /// Chunk shape of a tomogram dataset: one z-slice, at most 512 × 512 in y and x (≤ 1 MiB).
@@ -672,6 +764,7 @@ mod tests {
             ],
             truth_correlation: Some(0.875),
             rank: 2,
+            alignment: None,
         }
     }
 

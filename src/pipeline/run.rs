@@ -386,6 +386,7 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         }],
         truth_correlation: corr.values().next().copied(),
         rank: comm.rank(),
+        alignment: None,
     };
     let summary = SeriesSummary {
         name: job.name.clone(),

@@ -19,6 +19,7 @@
 //! before comparing with the truth.
 
 pub mod evaluate;
+pub mod output;
 
 use crate::core::geometry::TiltSeriesGeometry;
 use serde::{Deserialize, Serialize};

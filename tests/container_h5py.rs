@@ -309,7 +309,10 @@ fn h5py_reads_master_through_external_links() {
     assert_eq!(f(&al["thickness_a"]), 812.5);
     assert_eq!(f(&al["pitch_deg"]), -1.5);
     assert!(al.get("z_offset_a").is_none(), "absent when unknown");
-    assert_eq!(al["log"], serde_json::json!(["coarse: 7 tilts", "solve: rms 0.27 px"]));
+    assert_eq!(
+        al["log"],
+        serde_json::json!(["coarse: 7 tilts", "solve: rms 0.27 px"])
+    );
     let want = a.alignment.as_ref().unwrap();
     let res = &r["residuals"];
     for (i, t) in want.tilts.iter().enumerate() {

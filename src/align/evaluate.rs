@@ -159,7 +159,7 @@ pub fn alignment_error(
 
 /// Solve the 3×3 symmetric system `a·x = b` (Gaussian elimination with partial pivoting);
 /// directions with a negligible pivot (not constrained by the data) get 0.
-fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> [f64; 3] {
+pub(crate) fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> [f64; 3] {
     let scale = a
         .iter()
         .flatten()

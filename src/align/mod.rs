@@ -20,6 +20,7 @@
 
 pub mod evaluate;
 pub mod output;
+pub mod thickness;
 
 use crate::core::geometry::TiltSeriesGeometry;
 use serde::{Deserialize, Serialize};

@@ -88,7 +88,10 @@ pub fn prealigned_stack(stack: ArrayView3<f32>, geom: &TiltSeriesGeometry) -> Re
 /// Chart of the per-tilt RMS residual against the refined tilt angle.
 pub fn residual_chart(name: &str, report: &AlignReport) -> Chart {
     let mut c = Chart::new(
-        &format!("{name}: {} residuals", report.method.name().replace('_', "-")),
+        &format!(
+            "{name}: {} residuals",
+            report.method.name().replace('_', "-")
+        ),
         "tilt (deg)",
         "residual (px)",
     );
@@ -109,7 +112,10 @@ pub fn residual_chart(name: &str, report: &AlignReport) -> Chart {
 pub fn shift_chart(name: &str, report: &AlignReport) -> Chart {
     let mut c = Chart::new(&format!("{name}: shifts"), "tilt (deg)", "shift (px)");
     for (k, (label, f)) in [
-        ("x", (|t: &crate::align::TiltResidual| t.shift_x_px) as fn(&_) -> f64),
+        (
+            "x",
+            (|t: &crate::align::TiltResidual| t.shift_x_px) as fn(&_) -> f64,
+        ),
         ("y", |t| t.shift_y_px),
     ]
     .into_iter()
@@ -149,7 +155,12 @@ pub fn write_outputs(
     let tilts: Vec<f64> = g.tilts.iter().map(|t| t.tilt_deg).collect();
     write_tlt(&files.tlt, &tilts)?;
     let pre = prealigned_stack(stack, g)?;
-    mrc::write(&files.preali, pre.view(), g.pixel_a as f32, MrcKind::ImageStack)?;
+    mrc::write(
+        &files.preali,
+        pre.view(),
+        g.pixel_a as f32,
+        MrcKind::ImageStack,
+    )?;
     write_chart_png(&files.residuals_png, &residual_chart(name, report))?;
     write_chart_png(&files.shifts_png, &shift_chart(name, report))?;
     Ok(files)

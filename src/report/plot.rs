@@ -239,9 +239,18 @@ fn tick_label(v: f64, step: f64) -> String {
 
 /// Data extent of all finite points of `chart` `(xmin, xmax, ymin, ymax)`.
 fn extent(chart: &Chart) -> (f64, f64, f64, f64) {
-    let mut e = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    let mut e = (
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    );
     for s in &chart.series {
-        for &(x, y) in s.points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()) {
+        for &(x, y) in s
+            .points
+            .iter()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+        {
             e = (e.0.min(x), e.1.max(x), e.2.min(y), e.3.max(y));
         }
     }
@@ -381,7 +390,10 @@ mod tests {
         let t = ticks(0.0, 1.0, 5);
         let want = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0];
         assert_eq!(t.len(), want.len());
-        assert!(t.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12), "{t:?}");
+        assert!(
+            t.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{t:?}"
+        );
         let t = ticks(-61.0, 61.0, 8);
         assert_eq!(t.first(), Some(&-60.0));
         assert_eq!(t.last(), Some(&60.0));

@@ -275,11 +275,12 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
                 Some(v) => v.clone(),
                 None => crate::io::mrc::read(&tomo.path)?.data,
             };
-            println!(
-                "bin {}: correlation with truth: {:.3}",
-                tomo.bin,
-                metrics::truth_correlation(&vol, truth, tomo.bin)
-            );
+            let c = metrics::truth_correlation(&vol, truth, tomo.bin);
+            if tomos.len() == 1 {
+                println!("correlation with truth: {c:.3}");
+            } else {
+                println!("bin {}: correlation with truth: {c:.3}", tomo.bin);
+            }
         }
     }
     println!("reconstructed in {:.2} s", t.elapsed().as_secs_f64());

@@ -33,7 +33,13 @@ fn write_inputs(dir: &Path) {
     let angles: Vec<f64> = (0..25).map(|i| -60.0 + 5.0 * i as f64).collect();
     let g = TiltSeriesGeometry::from_angles(48, 48, PIX, &angles, 85.0);
     let st = common::project_gaussian_blobs(&g, &BLOBS, 2.5).mapv(|l| 1.0 - 0.02 * l);
-    mrc::write(&dir.join("ts.mrc"), st.view(), PIX as f32, MrcKind::ImageStack).unwrap();
+    mrc::write(
+        &dir.join("ts.mrc"),
+        st.view(),
+        PIX as f32,
+        MrcKind::ImageStack,
+    )
+    .unwrap();
     let tlt: String = angles.iter().map(|a| format!("{a:.2}\n")).collect();
     std::fs::write(dir.join("ts.tlt"), tlt).unwrap();
 }
@@ -113,11 +119,7 @@ fn several_binnings_and_slabs_from_the_command_line() {
     let d = tempfile::tempdir().unwrap();
     write_inputs(d.path());
     let one = d.path().join("one.mrc");
-    let o = base(d.path())
-        .arg("--out")
-        .arg(&one)
-        .output()
-        .unwrap();
+    let o = base(d.path()).arg("--out").arg(&one).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     // 300 KiB: the pre-processed images take 281 KiB, so bin 1 needs slabs, bin 2 does not
     let o = base(d.path())

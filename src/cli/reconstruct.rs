@@ -298,7 +298,10 @@ mod tests {
         let two = output_paths(Path::new("d/ts.rec"), &[2, 4]);
         assert_eq!(
             two,
-            vec![PathBuf::from("d/ts_bin2.rec"), PathBuf::from("d/ts_bin4.rec")]
+            vec![
+                PathBuf::from("d/ts_bin2.rec"),
+                PathBuf::from("d/ts_bin4.rec")
+            ]
         );
     }
 }

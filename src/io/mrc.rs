@@ -800,7 +800,9 @@ mod slab_writer_tests {
     #[test]
     fn slabs_in_any_order_equal_one_write() {
         let dir = tempfile::tempdir().unwrap();
-        let vol = Array3::from_shape_fn((3, 10, 7), |(z, y, x)| (z * 70 + y * 7 + x) as f32 * 0.25 - 9.0);
+        let vol = Array3::from_shape_fn((3, 10, 7), |(z, y, x)| {
+            (z * 70 + y * 7 + x) as f32 * 0.25 - 9.0
+        });
         let one = dir.path().join("one.mrc");
         write(&one, vol.view(), 2.5, MrcKind::Volume).unwrap();
         let pieces = dir.path().join("pieces.mrc");
@@ -810,7 +812,10 @@ mod slab_writer_tests {
         }
         assert!(!pieces.exists(), "final name appears only at finish");
         w.finish().unwrap();
-        let (a, b) = (std::fs::read(&one).unwrap(), std::fs::read(&pieces).unwrap());
+        let (a, b) = (
+            std::fs::read(&one).unwrap(),
+            std::fs::read(&pieces).unwrap(),
+        );
         assert_eq!(a.len(), b.len());
         assert_eq!(a[HEADER_BYTES..], b[HEADER_BYTES..]);
         let (ha, hb) = (read_header(&one).unwrap(), read_header(&pieces).unwrap());

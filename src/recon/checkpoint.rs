@@ -53,12 +53,7 @@ pub fn sirt_input_hash(
         .iter()
         .flat_map(|p| p.m.iter().flatten().flat_map(|v| v.to_le_bytes()))
         .collect();
-    let shape = format!(
-        "{:?} {:?} {voxel_a:e} {:?}",
-        b.dim(),
-        vol_shape,
-        solver
-    );
+    let shape = format!("{:?} {:?} {voxel_a:e} {:?}", b.dim(), vol_shape, solver);
     let mut parts: Vec<&[u8]> = vec![b"sirt-v1", shape.as_bytes(), &geom];
     parts.extend(tilt_hashes.iter().map(|h| h.as_bytes()));
     input_hash(&parts)

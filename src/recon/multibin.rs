@@ -78,7 +78,11 @@ fn crop_spectrum(
 ) {
     let scale = (my * mx) as f32 / (ny * nx) as f32;
     for ky in 0..my {
-        let sy = if ky < my.div_ceil(2) { ky } else { ny + ky - my };
+        let sy = if ky < my.div_ceil(2) {
+            ky
+        } else {
+            ny + ky - my
+        };
         for kx in 0..mx / 2 + 1 {
             cropped[[ky, kx]] = spec[[sy, kx]] * scale;
         }
@@ -127,7 +131,8 @@ mod tests {
             assert!(m < 1e-5, "aliased amplitude {m}");
         }
         let out = MultiBinner::new(n, n, &[2]).bin_all(wave(6.0).view());
-        let want = Array2::from_shape_fn((32, 32), |(_, x)| (2.0 * PI * 6.0 * x as f32 / 32.0).cos());
+        let want =
+            Array2::from_shape_fn((32, 32), |(_, x)| (2.0 * PI * 6.0 * x as f32 / 32.0).cos());
         let err = out[0]
             .iter()
             .zip(want.iter())

@@ -194,14 +194,18 @@ pub fn default_max_memory_bytes() -> u64 {
 /// Ranks sharing this node: `OMPI_COMM_WORLD_LOCAL_SIZE` (Open MPI), `MPI_LOCALNRANKS`
 /// (MPICH), `SLURM_NTASKS_PER_NODE` (leading number), else 1.
 pub fn local_ranks() -> usize {
-    ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"]
-        .iter()
-        .find_map(|k| {
-            let v = std::env::var(k).ok()?;
-            let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
-            digits.parse::<usize>().ok().filter(|&n| n > 0)
-        })
-        .unwrap_or(1)
+    [
+        "OMPI_COMM_WORLD_LOCAL_SIZE",
+        "MPI_LOCALNRANKS",
+        "SLURM_NTASKS_PER_NODE",
+    ]
+    .iter()
+    .find_map(|k| {
+        let v = std::env::var(k).ok()?;
+        let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse::<usize>().ok().filter(|&n| n > 0)
+    })
+    .unwrap_or(1)
 }
 
 /// Reconstruct `stack` `[tilt, y, x]` (pixel `geom.pixel_a` Å, one image per `geom.tilts`
@@ -343,7 +347,13 @@ enum SlabResult {
     Interrupted(Interruption),
 }
 
-fn log_plan(plan: &SlabPlan, (nz, ny, nx): (usize, usize, usize), bin: usize, budget: u64, mem: &MemoryModel) {
+fn log_plan(
+    plan: &SlabPlan,
+    (nz, ny, nx): (usize, usize, usize),
+    bin: usize,
+    budget: u64,
+    mem: &MemoryModel,
+) {
     let vol = 4 * (nz * ny * nx) as u64;
     let n = plan.slabs.len();
     if n == 1 {
@@ -418,7 +428,10 @@ fn run_bin(
             SlabResult::Interrupted(int) => return Ok(BinResult::Interrupted(int)),
         };
         let off = slab.core_offset();
-        writer.write_lines(slab.y0, vol.slice(s![.., off..off + (slab.y1 - slab.y0), ..]))?;
+        writer.write_lines(
+            slab.y0,
+            vol.slice(s![.., off..off + (slab.y1 - slab.y0), ..]),
+        )?;
     }
     writer.finish()?;
     remove_checkpoints(&ckpts);
@@ -494,7 +507,13 @@ fn run_slab(
     let ck = spec.checkpoint.as_ref();
     let ck_path = ck.map(|c| checkpoint_path(&c.dir, job.out, i, n));
     let hash = ck.map(|_| {
-        sirt_input_hash(job.b, &projs, shape, job.voxel_a, &solver_fingerprint(&params))
+        sirt_input_hash(
+            job.b,
+            &projs,
+            shape,
+            job.voxel_a,
+            &solver_fingerprint(&params),
+        )
     });
     let mut start = SirtStart::default();
     if let (Some(c), Some(p), Some(hash)) = (ck, &ck_path, &hash) {
@@ -552,8 +571,7 @@ fn run_slab(
         start,
         &mut |p| {
             let want_stop = stop() && p.iteration < iterations;
-            if want_stop || (every > 0 && p.iteration % every == 0 && p.iteration < iterations)
-            {
+            if want_stop || (every > 0 && p.iteration % every == 0 && p.iteration < iterations) {
                 save(p.iteration, p.volume, p.residuals, p.weighted_residuals)?;
             }
             if want_stop {
@@ -593,7 +611,11 @@ fn run_slab(
 }
 
 /// Check a spec for a stack of `(tilts, ny, nx)` and its outputs.
-fn validate_spec(spec: &ReconstructSpec, (_, ny, nx): (usize, usize, usize), outputs: &[PathBuf]) -> Result<()> {
+fn validate_spec(
+    spec: &ReconstructSpec,
+    (_, ny, nx): (usize, usize, usize),
+    outputs: &[PathBuf],
+) -> Result<()> {
     let err = |m: String| Err(Error::Config(format!("reconstruct: {m}")));
     if spec.binnings.is_empty() {
         return err("binnings is empty: give one or more factors (e.g. [2, 4])".into());

@@ -14,6 +14,13 @@
 //! optional positivity constraint clamps `x` to `≥ 0` after each update (a projection onto
 //! the constraint set in the `C⁻¹` metric, so the descent property is kept).
 //!
+//! An optional support mask `m` ([`SupportMask`]) restricts the unknowns as ASTRA's
+//! reconstruction mask does: `R = 1/(A·m)`, `C = m/(Aᵀ·1)`, and voxels outside stay 0.
+//!
+//! [`sirt_iterate`] is the resumable form: it starts from any saved `x_k` and calls a hook
+//! after every iteration (to checkpoint, or to stop on a signal); `recon::plan` builds the
+//! checkpoints, slabs and binnings around it.
+//!
 //! Output scale: like WBP, the reconstruction of line-integral projections (voxel units) has
 //! the amplitude of the object's density.
 

@@ -65,6 +65,30 @@ pub struct Args {
     /// Iterations mimicked by `--filter sirt-like`.
     #[arg(long, default_value_t = 10)]
     pub sirt_iterations: u32,
+    /// Memory budget, e.g. `512M`, `4G` (default: 80 % of MemAvailable over the ranks of the
+    /// node). Bigger volumes are made in slabs along Y.
+    #[arg(long, value_parser = parse_memory)]
+    pub max_memory: Option<u64>,
+    /// SIRT options.
+    #[command(flatten)]
+    pub sirt: Box<SirtArgs>,
+    /// Keep the raw contrast (dense matter dark) instead of inverting it.
+    #[arg(long)]
+    pub no_invert: bool,
+    /// Compute device.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Ground-truth volume to correlate with (MRC at the stack pixel size).
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
+    /// Output tomogram (MRC, [z, y, x]); with several binnings `<stem>_bin<b>.mrc` beside it.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The SIRT options of `lamella reconstruct` (boxed in [`Args`] to keep it small).
+#[derive(Debug, clap::Args)]
+pub struct SirtArgs {
     /// SIRT iterations (`--method sirt`).
     #[arg(long, default_value_t = 20)]
     pub iterations: u32,
@@ -81,10 +105,6 @@ pub struct Args {
     /// thickness (default: the output thickness).
     #[arg(long)]
     pub mask_size: Option<f64>,
-    /// Memory budget, e.g. `512M`, `4G` (default: 80 % of MemAvailable over the ranks of the
-    /// node). Bigger volumes are made in slabs along Y.
-    #[arg(long)]
-    pub max_memory: Option<String>,
     /// Directory of SIRT checkpoints (default: the output's directory).
     #[arg(long)]
     pub checkpoint_dir: Option<PathBuf>,
@@ -94,18 +114,13 @@ pub struct Args {
     /// Continue an interrupted SIRT from its checkpoint (same inputs and parameters).
     #[arg(long)]
     pub resume: bool,
-    /// Keep the raw contrast (dense matter dark) instead of inverting it.
-    #[arg(long)]
-    pub no_invert: bool,
-    /// Compute device.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub device: DeviceChoice,
-    /// Ground-truth volume to correlate with (MRC at the stack pixel size).
-    #[arg(long)]
-    pub truth: Option<PathBuf>,
-    /// Output tomogram (MRC, [z, y, x]); with several binnings `<stem>_bin<b>.mrc` beside it.
-    #[arg(long)]
-    pub out: PathBuf,
+}
+
+/// `--max-memory`: bytes with an optional K/M/G/T suffix.
+fn parse_memory(t: &str) -> Result<u64, String> {
+    parse_bytes(t).ok_or_else(|| {
+        format!("{t:?}: give bytes with an optional K/M/G/T suffix, e.g. 512M or 4G")
+    })
 }
 
 /// Method choice on the command line.
@@ -162,14 +177,8 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
     if a.bin.is_empty() || a.bin.contains(&0) {
         return Err(crate::Error::Config("--bin: give factors >= 1, e.g. --bin 2,4".into()).into());
     }
-    let max_memory_bytes = match &a.max_memory {
-        None => None,
-        Some(t) => Some(parse_bytes(t).ok_or_else(|| {
-            crate::Error::Config(format!(
-                "--max-memory {t:?}: give bytes with an optional K/M/G/T suffix, e.g. 512M or 4G"
-            ))
-        })?),
-    };
+    let max_memory_bytes = a.max_memory;
+    let sa = &a.sirt;
     signals::install();
     let input = InputSeries {
         name: None,
@@ -189,13 +198,13 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
         (None, Some(n)) => n as f64 * g.pixel_a * b0 as f64,
         (None, None) => ((g.nx / b0) / 4).max(1) as f64 * g.pixel_a * b0 as f64,
     };
-    let mask = match a.mask {
+    let mask = match sa.mask {
         MaskArg::None => SupportMask::None,
         MaskArg::Cylinder => SupportMask::Cylinder {
-            radius_a: a.mask_size.unwrap_or(0.5 * g.nx as f64 * g.pixel_a),
+            radius_a: sa.mask_size.unwrap_or(0.5 * g.nx as f64 * g.pixel_a),
         },
         MaskArg::Slab => SupportMask::Slab {
-            thickness_a: a.mask_size.unwrap_or(thickness_a),
+            thickness_a: sa.mask_size.unwrap_or(thickness_a),
         },
     };
     let method = match a.method {
@@ -208,14 +217,14 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
             },
         },
         MethodArg::Sirt => Method::Sirt {
-            iterations: a.iterations,
-            relaxation: a.relaxation,
-            positivity: a.positivity,
+            iterations: sa.iterations,
+            relaxation: sa.relaxation,
+            positivity: sa.positivity,
             mask,
         },
     };
     let outputs = output_paths(&a.out, &a.bin);
-    let ck_dir = a.checkpoint_dir.clone().unwrap_or_else(|| {
+    let ck_dir = sa.checkpoint_dir.clone().unwrap_or_else(|| {
         a.out
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -231,8 +240,8 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
         max_memory_bytes,
         checkpoint: matches!(a.method, MethodArg::Sirt).then(|| CheckpointSpec {
             dir: ck_dir,
-            every: a.checkpoint_every,
-            resume: a.resume,
+            every: sa.checkpoint_every,
+            resume: sa.resume,
         }),
     };
     let device = Device::select(a.device, comm.local_rank())?;

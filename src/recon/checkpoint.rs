@@ -19,7 +19,7 @@ const MAGIC: &[u8; 8] = b"LAMSIRT1";
 /// The state of a SIRT run after `iteration` completed updates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
-    /// SHA-256 (hex) of the inputs, see [`sirt_input_hash`].
+    /// SHA-256 (hex, 64 characters) of the inputs, see [`sirt_input_hash`].
     pub hash: String,
     /// Completed iterations `k` (the volume is `x_k`).
     pub iteration: u32,
@@ -59,21 +59,29 @@ pub fn sirt_input_hash(
     input_hash(&parts)
 }
 
-/// Write `ck` to `path` atomically (temp name, fsync, rename).
-pub fn write(path: &Path, ck: &Checkpoint) -> Result<()> {
-    let (nz, ny, nx) = ck.volume.dim();
+/// Write a checkpoint to `path` atomically (temp name, fsync, rename): `hash`, completed
+/// iterations, residual histories (same length) and the volume `x_k` `[z, y, x]`.
+pub fn write(
+    path: &Path,
+    hash: &str,
+    iteration: u32,
+    residuals: &[f64],
+    weighted_residuals: &[f64],
+    volume: ArrayView3<f32>,
+) -> Result<()> {
+    let (nz, ny, nx) = volume.dim();
     write_atomic(path, |w| {
         w.write_all(MAGIC)?;
-        w.write_all(ck.hash.as_bytes())?;
-        w.write_all(&ck.iteration.to_le_bytes())?;
-        for n in [nz, ny, nx, ck.residuals.len()] {
+        w.write_all(hash.as_bytes())?;
+        w.write_all(&iteration.to_le_bytes())?;
+        for n in [nz, ny, nx, residuals.len()] {
             w.write_all(&(n as u64).to_le_bytes())?;
         }
-        for v in ck.residuals.iter().chain(&ck.weighted_residuals) {
+        for v in residuals.iter().chain(weighted_residuals) {
             w.write_all(&v.to_le_bytes())?;
         }
         let mut buf = Vec::with_capacity(4 * nx);
-        for row in ck.volume.lanes(Axis(2)) {
+        for row in volume.lanes(Axis(2)) {
             buf.clear();
             buf.extend(row.iter().flat_map(|v| v.to_le_bytes()));
             w.write_all(&buf)?;
@@ -162,7 +170,15 @@ mod tests {
             weighted_residuals: vec![1.5, 1.0],
             volume: Array3::from_shape_fn((2, 3, 4), |(z, y, x)| (z * 12 + y * 4 + x) as f32 - 0.5),
         };
-        write(&p, &ck).unwrap();
+        write(
+            &p,
+            &ck.hash,
+            ck.iteration,
+            &ck.residuals,
+            &ck.weighted_residuals,
+            ck.volume.view(),
+        )
+        .unwrap();
         assert_eq!(read(&p).unwrap(), ck);
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();

@@ -21,7 +21,7 @@
 use crate::core::geometry::TiltSeriesGeometry;
 use crate::device::Device;
 use crate::io::mrc::{self, MrcKind, MrcSlabWriter};
-use crate::recon::checkpoint::{self, sirt_input_hash, Checkpoint};
+use crate::recon::checkpoint::{self, sirt_input_hash};
 use crate::recon::filter::Filter;
 use crate::recon::sirt::{
     sirt_iterate, solver_fingerprint, validate_solver, SirtControl, SirtParams, SirtStart,
@@ -261,17 +261,10 @@ pub fn reconstruct_with_stop(
         )));
     }
 
-    let mut images = preprocess_multi(stack, geom, &spec.binnings, spec.invert_contrast)?;
-    if let Method::Wbp { filter } = spec.method {
-        for im in images.iter_mut() {
-            weight(im, geom, filter, spec.lowpass);
-        }
-    }
-
-    let mut done: Vec<Tomogram> = Vec::new();
-    let mut kept_bytes = 0u64;
-    for ((&bin, b), out) in spec.binnings.iter().zip(&images).zip(outputs) {
-        let (_, by, bx) = b.dim();
+    // every binning's slab plan before any heavy work (refuse early)
+    let mut plans = Vec::with_capacity(spec.binnings.len());
+    for &bin in &spec.binnings {
+        let (by, bx) = (ny / bin, nx / bin);
         let voxel_a = geom.pixel_a * bin as f64;
         let nz = ((spec.thickness_a / voxel_a).round() as usize).max(1);
         let shape = (nz, by, bx);
@@ -295,14 +288,30 @@ pub fn reconstruct_with_stop(
         };
         let plan = plan_slabs(by, mem, budget, halo)?;
         log_plan(&plan, shape, bin, budget, &mem);
+        plans.push((shape, voxel_a, projections, plan));
+    }
+
+    let mut images = preprocess_multi(stack, geom, &spec.binnings, spec.invert_contrast)?;
+    if let Method::Wbp { filter } = spec.method {
+        for im in images.iter_mut() {
+            weight(im, geom, filter, spec.lowpass);
+        }
+    }
+
+    let mut done: Vec<Tomogram> = Vec::new();
+    let mut kept_bytes = 0u64;
+    for (((&bin, b), out), (shape, voxel_a, projections, plan)) in
+        spec.binnings.iter().zip(&images).zip(outputs).zip(&plans)
+    {
+        let (shape, voxel_a) = (*shape, *voxel_a);
         let job = BinJob {
             bin,
             b: b.view(),
             shape,
             voxel_a,
-            projections: &projections,
+            projections,
             out,
-            plan: &plan,
+            plan,
         };
         match run_bin(&job, spec, device, stop)? {
             BinResult::Interrupted(mut i) => {
@@ -520,7 +529,11 @@ fn run_slab(
         ckpts.push(p.clone());
         if c.resume && p.exists() {
             match checkpoint::read(p) {
-                Ok(saved) if &saved.hash == hash && saved.volume.dim() == shape => {
+                Ok(saved)
+                    if &saved.hash == hash
+                        && saved.volume.dim() == shape
+                        && saved.iteration <= iterations =>
+                {
                     tracing::info!(
                         "bin {}: slab {} of {n}: resuming SIRT at iteration {} from {}",
                         job.bin,
@@ -536,28 +549,25 @@ fn run_slab(
                     };
                 }
                 Ok(_) => tracing::warn!(
-                    "checkpoint {} was made from other inputs or parameters: ignored, starting \
-                     afresh",
+                    "checkpoint {} was made from other inputs or parameters, or with more \
+                     iterations than asked for: ignored, starting afresh",
                     p.display()
                 ),
                 Err(e) => tracing::warn!("{e}: ignored, starting afresh"),
             }
         }
     }
+    if start.iteration >= iterations {
+        if let Some(v) = start.volume {
+            // a slab finished before the interruption
+            return Ok(SlabResult::Done(v, start.residuals));
+        }
+    }
     let every = ck.map_or(0, |c| c.every);
     let mut stopped_at: Option<u32> = None;
     let save = |k: u32, vol: &Array3<f32>, r: &[f64], w: &[f64]| -> Result<()> {
         if let (Some(p), Some(hash)) = (&ck_path, &hash) {
-            checkpoint::write(
-                p,
-                &Checkpoint {
-                    hash: hash.clone(),
-                    iteration: k,
-                    residuals: r.to_vec(),
-                    weighted_residuals: w.to_vec(),
-                    volume: vol.clone(),
-                },
-            )?;
+            checkpoint::write(p, hash, k, r, w, vol.view())?;
         }
         Ok(())
     };

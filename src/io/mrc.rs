@@ -541,8 +541,17 @@ fn stats(data: &ArrayView3<f32>) -> (f32, f32, f32, f32) {
 
 /// The 1024-byte MRC2014 header of a little-endian mode-2 file holding `data` (`[z, y, x]`).
 fn build_header(data: &ArrayView3<f32>, pixel_a: f32, kind: MrcKind) -> Vec<u8> {
-    let (nz, ny, nx) = data.dim();
-    let (lo, hi, mean, rms) = stats(data);
+    header_for(data.dim(), stats(data), pixel_a, kind)
+}
+
+/// The 1024-byte MRC2014 header of a little-endian mode-2 file of shape `(nz, ny, nx)` with
+/// statistics `(min, max, mean, rms)`.
+fn header_for(
+    (nz, ny, nx): (usize, usize, usize),
+    (lo, hi, mean, rms): (f32, f32, f32, f32),
+    pixel_a: f32,
+    kind: MrcKind,
+) -> Vec<u8> {
     let mut h = vec![0u8; HEADER_BYTES];
     let mut put_i = |k: usize, v: i32| h[4 * k..4 * k + 4].copy_from_slice(&v.to_le_bytes());
     let (mz, ispg) = match kind {
@@ -625,6 +634,211 @@ pub fn write(path: &Path, data: ArrayView3<f32>, pixel_a: f32, kind: MrcKind) ->
         }
         w.write_all(&buf)
     })
+}
+
+/// An MRC volume written piece by piece: slabs of whole `[z, ·, x]` planes along Y (or any
+/// block of lines) in any order, for volumes that are never in memory at once.
+///
+/// [`MrcSlabWriter::create`] writes a provisional header and sizes the file at
+/// [`crate::io::atomic::partial_path`]; [`MrcSlabWriter::write_lines`] writes the rows of a
+/// block `[z, y0..y0+h, x]` into each plane; [`MrcSlabWriter::finish`] checks that every line
+/// was written, writes the header with the statistics accumulated on the way (min, max,
+/// mean, rms about the mean), fsyncs and renames onto the final name. Dropping the writer
+/// without `finish` removes the partial file. The result is the file [`write`] makes for the
+/// assembled volume (statistics to f64 rounding).
+pub struct MrcSlabWriter {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    file: Option<File>,
+    shape: (usize, usize, usize),
+    pixel_a: f32,
+    kind: MrcKind,
+    written: Vec<bool>,
+    lo: f32,
+    hi: f32,
+    sum: f64,
+    sum2: f64,
+}
+
+impl MrcSlabWriter {
+    /// Start writing a mode-2 volume of `shape = (nz, ny, nx)` voxels of `pixel_a` Å to
+    /// `path` (see [`write`] for `kind`). Errors name the file.
+    pub fn create(
+        path: &Path,
+        shape: (usize, usize, usize),
+        pixel_a: f32,
+        kind: MrcKind,
+    ) -> Result<Self> {
+        let (nz, ny, nx) = shape;
+        if nx == 0 || ny == 0 || nz == 0 || nx.max(ny).max(nz) > MAX_DIM {
+            return Err(bad(
+                path,
+                "data shape",
+                format!("cannot write an MRC file of shape [z={nz}, y={ny}, x={nx}]: every dimension must be 1..={MAX_DIM}"),
+            ));
+        }
+        if !(pixel_a.is_finite() && pixel_a >= 0.0) {
+            return Err(bad(
+                path,
+                "pixel size",
+                format!("pixel size {pixel_a} Å is not a finite non-negative number: pass the real pixel size"),
+            ));
+        }
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+        }
+        let tmp = crate::io::atomic::partial_path(path);
+        let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let header = header_for(shape, (0.0, 0.0, 0.0, 0.0), pixel_a, kind);
+        file.write_all(&header).map_err(|e| Error::io(&tmp, e))?;
+        let len = HEADER_BYTES as u64 + 4 * (nz as u64) * (ny as u64) * (nx as u64);
+        file.set_len(len).map_err(|e| Error::io(&tmp, e))?;
+        Ok(MrcSlabWriter {
+            path: path.to_path_buf(),
+            tmp,
+            file: Some(file),
+            shape,
+            pixel_a,
+            kind,
+            written: vec![false; ny],
+            lo: f32::INFINITY,
+            hi: f32::NEG_INFINITY,
+            sum: 0.0,
+            sum2: 0.0,
+        })
+    }
+
+    /// Write `block` `[nz, h, nx]` as lines `[y0, y0 + h)` of every plane. Refuses a block
+    /// that does not fit, lines already written, and non-finite values.
+    pub fn write_lines(&mut self, y0: usize, block: ArrayView3<f32>) -> Result<()> {
+        let (nz, ny, nx) = self.shape;
+        let (bz, h, bx) = block.dim();
+        if bz != nz || bx != nx || y0 + h > ny || h == 0 {
+            return Err(Error::Runtime(format!(
+                "{}: block [z={bz}, y={h}, x={bx}] at line {y0} does not fit a volume [z={nz}, \
+                 y={ny}, x={nx}] (a lamella bug: please report it)",
+                self.path.display()
+            )));
+        }
+        if let Some(y) = (y0..y0 + h).find(|&y| self.written[y]) {
+            return Err(Error::Runtime(format!(
+                "{}: line {y} written twice (a lamella bug: please report it)",
+                self.path.display()
+            )));
+        }
+        if let Some(v) = block.iter().find(|v| !v.is_finite()) {
+            return Err(bad(
+                &self.path,
+                "data",
+                format!("refusing to write non-finite voxel value {v}: the computation that produced it failed"),
+            ));
+        }
+        let file = self.file.as_mut().expect("open until finish");
+        let mut buf = Vec::with_capacity(4 * h * nx);
+        for (z, plane) in block.axis_iter(Axis(0)).enumerate() {
+            buf.clear();
+            for &v in plane.iter() {
+                self.lo = self.lo.min(v);
+                self.hi = self.hi.max(v);
+                self.sum += v as f64;
+                self.sum2 += (v as f64) * (v as f64);
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+            let off = HEADER_BYTES as u64 + 4 * ((z * ny + y0) as u64) * nx as u64;
+            file.seek(SeekFrom::Start(off))
+                .and_then(|_| file.write_all(&buf))
+                .map_err(|e| Error::io(&self.tmp, e))?;
+        }
+        for w in &mut self.written[y0..y0 + h] {
+            *w = true;
+        }
+        Ok(())
+    }
+
+    /// Finish: every line must have been written; write the final header, fsync, rename.
+    pub fn finish(mut self) -> Result<()> {
+        if let Some(y) = self.written.iter().position(|w| !w) {
+            return Err(Error::Runtime(format!(
+                "{}: line {y} was never written (a lamella bug: please report it)",
+                self.path.display()
+            )));
+        }
+        let n = self.written.len() as f64 * (self.shape.0 * self.shape.2) as f64;
+        let mean = self.sum / n;
+        let rms = (self.sum2 / n - mean * mean).max(0.0).sqrt();
+        let header = header_for(
+            self.shape,
+            (self.lo, self.hi, mean as f32, rms as f32),
+            self.pixel_a,
+            self.kind,
+        );
+        let mut file = self.file.take().expect("open until finish");
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.write_all(&header))
+            .and_then(|_| file.sync_all())
+            .map_err(|e| Error::io(&self.tmp, e))?;
+        drop(file);
+        crate::io::atomic::commit_partial(&self.path)
+    }
+}
+
+impl Drop for MrcSlabWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod slab_writer_tests {
+    use super::*;
+    use ndarray::s;
+
+    #[test]
+    fn slabs_in_any_order_equal_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol = Array3::from_shape_fn((3, 10, 7), |(z, y, x)| {
+            (z * 70 + y * 7 + x) as f32 * 0.25 - 9.0
+        });
+        let one = dir.path().join("one.mrc");
+        write(&one, vol.view(), 2.5, MrcKind::Volume).unwrap();
+        let pieces = dir.path().join("pieces.mrc");
+        let mut w = MrcSlabWriter::create(&pieces, vol.dim(), 2.5, MrcKind::Volume).unwrap();
+        for (y0, y1) in [(6, 10), (0, 4), (4, 6)] {
+            w.write_lines(y0, vol.slice(s![.., y0..y1, ..])).unwrap();
+        }
+        assert!(!pieces.exists(), "final name appears only at finish");
+        w.finish().unwrap();
+        let (a, b) = (
+            std::fs::read(&one).unwrap(),
+            std::fs::read(&pieces).unwrap(),
+        );
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a[HEADER_BYTES..], b[HEADER_BYTES..]);
+        let (ha, hb) = (read_header(&one).unwrap(), read_header(&pieces).unwrap());
+        assert_eq!((ha.dmin, ha.dmax), (hb.dmin, hb.dmax));
+        assert!((ha.dmean - hb.dmean).abs() < 1e-4 && (ha.rms - hb.rms).abs() < 1e-4);
+        assert_eq!(ha.pixel_size_a(), hb.pixel_size_a());
+    }
+
+    #[test]
+    fn missing_lines_and_drop_leave_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.mrc");
+        let vol = Array3::<f32>::zeros((2, 4, 3));
+        let mut w = MrcSlabWriter::create(&p, (2, 4, 3), 1.0, MrcKind::Volume).unwrap();
+        w.write_lines(0, vol.slice(s![.., 0..2, ..])).unwrap();
+        assert!(w.write_lines(1, vol.slice(s![.., 0..2, ..])).is_err());
+        let e = w.finish().unwrap_err();
+        assert!(e.to_string().contains("line 2 was never written"), "{e}");
+        assert!(!p.exists() && !crate::io::atomic::partial_path(&p).exists());
+        let w = MrcSlabWriter::create(&p, (2, 4, 3), 1.0, MrcKind::Volume).unwrap();
+        drop(w);
+        assert!(!crate::io::atomic::partial_path(&p).exists());
+    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ use rayon::prelude::*;
 
 /// Radial weighting applied to every tilt image.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Filter {
     /// Exact-inverse ramp `|f⊥|`, scaled for the angular spacing.
     Ramp,

@@ -2,7 +2,11 @@
 //! SIRT.
 
 pub mod backproject;
+pub mod checkpoint;
 pub mod filter;
+pub mod multibin;
+pub mod plan;
 pub mod project;
 pub mod sirt;
+pub mod slab;
 pub mod wbp;

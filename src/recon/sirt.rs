@@ -14,6 +14,13 @@
 //! optional positivity constraint clamps `x` to `≥ 0` after each update (a projection onto
 //! the constraint set in the `C⁻¹` metric, so the descent property is kept).
 //!
+//! An optional support mask `m` ([`SupportMask`]) restricts the unknowns as ASTRA's
+//! reconstruction mask does: `R = 1/(A·m)`, `C = m/(Aᵀ·1)`, and voxels outside stay 0.
+//!
+//! [`sirt_iterate`] is the resumable form: it starts from any saved `x_k` and calls a hook
+//! after every iteration (to checkpoint, or to stop on a signal); `recon::plan` builds the
+//! checkpoints, slabs and binnings around it.
+//!
 //! Output scale: like WBP, the reconstruction of line-integral projections (voxel units) has
 //! the amplitude of the object's density.
 
@@ -23,7 +30,7 @@ use crate::recon::backproject::backproject;
 use crate::recon::project::forward_project_cpu;
 use crate::recon::wbp::preprocess;
 use crate::{Error, Result};
-use ndarray::{Array3, ArrayView3, Zip};
+use ndarray::{Array2, Array3, ArrayView3, Axis, Zip};
 use rayon::prelude::*;
 
 /// Parameters of a SIRT reconstruction.
@@ -41,6 +48,62 @@ pub struct SirtParams {
     pub thickness_px: usize,
     /// Negate the contrast so that dense matter (dark in cryo-EM images) becomes positive.
     pub invert_contrast: bool,
+    /// Support mask: voxels outside are 0 and never updated.
+    #[serde(default)]
+    pub mask: SupportMask,
+}
+
+/// Support of the reconstruction, in the frame of the full tomogram (centre voxel
+/// `(nx/2, ny/2, nz/2)`, Å). Neither shape depends on Y, so slabs along Y see the same mask.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SupportMask {
+    /// Every voxel is free.
+    #[default]
+    None,
+    /// `|z| ≤ thickness_a / 2`: a slab of the given thickness about the tomogram centre.
+    Slab { thickness_a: f64 },
+    /// `x² + z² ≤ radius_a²`: a cylinder about the tilt axis (specimen Y), the region every
+    /// tilt of a wide series sees.
+    Cylinder { radius_a: f64 },
+}
+
+impl SupportMask {
+    /// The mask on the `(z, x)` plane of a volume `(nz, ·, nx)` of `voxel_a` Å, `[z, x]`,
+    /// 1 inside and 0 outside; `None` for [`SupportMask::None`].
+    pub fn plane(&self, nz: usize, nx: usize, voxel_a: f64) -> Option<Array2<f32>> {
+        let inside = |z: usize, x: usize| {
+            let za = (z as f64 - (nz / 2) as f64) * voxel_a;
+            let xa = (x as f64 - (nx / 2) as f64) * voxel_a;
+            match *self {
+                SupportMask::None => true,
+                SupportMask::Slab { thickness_a } => za.abs() <= 0.5 * thickness_a,
+                SupportMask::Cylinder { radius_a } => xa * xa + za * za <= radius_a * radius_a,
+            }
+        };
+        match self {
+            SupportMask::None => None,
+            _ => Some(Array2::from_shape_fn((nz, nx), |(z, x)| {
+                f32::from(u8::from(inside(z, x)))
+            })),
+        }
+    }
+
+    /// Check the parameters: positive, finite sizes.
+    pub fn validate(&self) -> Result<()> {
+        let (name, v) = match *self {
+            SupportMask::None => return Ok(()),
+            SupportMask::Slab { thickness_a } => ("slab thickness_a", thickness_a),
+            SupportMask::Cylinder { radius_a } => ("cylinder radius_a", radius_a),
+        };
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "sirt: mask {name} = {v}: give a positive size in Å (or no mask)"
+            )))
+        }
+    }
 }
 
 impl Default for SirtParams {
@@ -52,6 +115,7 @@ impl Default for SirtParams {
             bin: 1,
             thickness_px: 300,
             invert_contrast: true,
+            mask: SupportMask::None,
         }
     }
 }
@@ -65,6 +129,46 @@ pub struct SirtOutput {
     pub residuals: Vec<f64>,
     /// `‖R^{1/2}·(b − A·x_k)‖₂`, the norm SIRT decreases monotonically, same indices.
     pub weighted_residuals: Vec<f64>,
+    /// Completed iterations: `params.iterations`, or fewer when the hook asked to stop.
+    pub iterations_done: u32,
+}
+
+/// Where a SIRT run starts: `x_0 = 0` or a saved iterate.
+#[derive(Clone, Debug, Default)]
+pub struct SirtStart {
+    /// `x_k` (`None`: zeros) and its `k`.
+    pub volume: Option<Array3<f32>>,
+    pub iteration: u32,
+    /// Residual history of the iterations before `k` (kept in the output).
+    pub residuals: Vec<f64>,
+    pub weighted_residuals: Vec<f64>,
+}
+
+/// What the per-iteration hook of [`sirt_iterate`] decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SirtControl {
+    Continue,
+    Stop,
+}
+
+/// The state handed to the hook after each completed iteration.
+pub struct SirtProgress<'a> {
+    /// Completed iterations `k` (the volume is `x_k`).
+    pub iteration: u32,
+    pub volume: &'a Array3<f32>,
+    pub residuals: &'a [f64],
+    pub weighted_residuals: &'a [f64],
+}
+
+/// Forward projection `A·x`: the one place SIRT calls the forward projector.
+fn forward(
+    _device: &Device,
+    vol: ArrayView3<f32>,
+    projections: &[Projection],
+    image_shape: (usize, usize),
+    voxel_a: f64,
+) -> Result<Array3<f32>> {
+    Ok(forward_project_cpu(vol, projections, image_shape, voxel_a))
 }
 
 /// Row and column sums below this give a zero weight (ASTRA's threshold).
@@ -104,8 +208,9 @@ pub fn sirt(
 
 /// The SIRT iterations on prepared images `b` `[tilt, y, x]` (pixel `voxel_a` Å; no
 /// pre-processing is applied here) for a volume `vol_shape = (nz, ny, nx)` of `voxel_a` Å:
-/// `params.iterations`, `params.relaxation` and `params.positivity` are used (`bin`,
-/// `thickness_px` and `invert_contrast` are ignored). See the module docs for the update.
+/// `params.iterations`, `params.relaxation`, `params.positivity` and `params.mask` are used
+/// (`bin`, `thickness_px` and `invert_contrast` are ignored). See the module docs for the
+/// update. Same as [`sirt_iterate`] from `x_0 = 0` without a hook.
 ///
 /// Errors: [`Error::Config`] for bad parameters or a projection count that differs from the
 /// image count, [`Error::Runtime`] for device failures.
@@ -117,6 +222,41 @@ pub fn sirt_solve(
     params: &SirtParams,
     device: &Device,
 ) -> Result<SirtOutput> {
+    sirt_iterate(
+        b,
+        projections,
+        vol_shape,
+        voxel_a,
+        params,
+        device,
+        SirtStart::default(),
+        &mut |_| Ok(SirtControl::Continue),
+    )
+}
+
+/// [`sirt_solve`] from a given start (`start.volume = x_k` after `start.iteration`
+/// iterations, e.g. a checkpoint) up to `params.iterations` in total, calling `hook` after
+/// every completed iteration with the new state; the hook may save it and may stop the run
+/// ([`SirtControl::Stop`]: the output then has `iterations_done < params.iterations`).
+/// Resuming from the `x_k` of an interrupted run gives the same iterates as an uninterrupted
+/// run (the same operations in the same order).
+///
+/// The support mask enters as ASTRA's reconstruction mask: the system matrix keeps only the
+/// columns of masked-in voxels, so `R = 1/(A·m)`, `C = m/(Aᵀ·1)` and voxels outside stay 0.
+///
+/// Errors: as [`sirt_solve`]; a start volume of the wrong shape is [`Error::Config`]; the
+/// hook's errors are passed on.
+#[allow(clippy::too_many_arguments)]
+pub fn sirt_iterate(
+    b: ArrayView3<f32>,
+    projections: &[Projection],
+    vol_shape: (usize, usize, usize),
+    voxel_a: f64,
+    params: &SirtParams,
+    device: &Device,
+    start: SirtStart,
+    hook: &mut dyn FnMut(SirtProgress<'_>) -> Result<SirtControl>,
+) -> Result<SirtOutput> {
     let (nt, iny, inx) = b.dim();
     if nt != projections.len() || inx < 2 || iny < 2 {
         return Err(Error::Config(format!(
@@ -126,29 +266,58 @@ pub fn sirt_solve(
         )));
     }
     validate_solver(params)?;
+    if let Some(x) = &start.volume {
+        if x.dim() != vol_shape {
+            return Err(Error::Config(format!(
+                "sirt: start volume of shape {:?} for a volume of shape {vol_shape:?}: resume \
+                 from a checkpoint of this reconstruction (or delete the checkpoint)",
+                x.dim()
+            )));
+        }
+    }
     let lambda = params.relaxation;
     let image_shape = (iny, inx);
+    let (nz, _, nx) = vol_shape;
+    let mask = params.mask.plane(nz, nx, voxel_a);
+    // broadcast the [z, x] mask over y
+    let apply_mask = |v: &mut Array3<f32>| {
+        if let Some(m) = &mask {
+            Zip::from(v.lanes_mut(Axis(1)))
+                .and(m)
+                .par_for_each(|mut lane, &w| lane.mapv_inplace(|a| a * w));
+        }
+    };
 
-    // R = 1 / A·1 and C = 1 / Aᵀ·1
+    // R = 1 / A·m and C = m / Aᵀ·1
     let inv = |v: f32| if v > MIN_SUM { 1.0 / v } else { 0.0 };
-    let ones = Array3::<f32>::ones(vol_shape);
-    let mut r = forward_project_cpu(ones.view(), projections, image_shape, voxel_a);
+    let mut support = Array3::<f32>::ones(vol_shape);
+    apply_mask(&mut support);
+    let mut r = forward(device, support.view(), projections, image_shape, voxel_a)?;
     r.par_mapv_inplace(inv);
-    drop(ones);
+    drop(support);
     let ones = Array3::<f32>::ones((nt, iny, inx));
     let mut c = backproject(device, ones.view(), projections, vol_shape, voxel_a)?;
     c.par_mapv_inplace(|v| lambda * inv(v));
+    apply_mask(&mut c);
     drop(ones);
 
-    let mut x = Array3::<f32>::zeros(vol_shape);
-    let mut residuals = Vec::with_capacity(params.iterations as usize);
-    let mut weighted = Vec::with_capacity(params.iterations as usize);
-    for k in 0..params.iterations {
+    let k0 = start.iteration.min(params.iterations);
+    let mut x = match start.volume {
+        Some(v) => v,
+        None => Array3::<f32>::zeros(vol_shape),
+    };
+    apply_mask(&mut x);
+    let mut residuals = start.residuals;
+    let mut weighted = start.weighted_residuals;
+    residuals.truncate(k0 as usize);
+    weighted.truncate(k0 as usize);
+    let mut done = k0;
+    for k in k0..params.iterations {
         // residual b − A·x (A·0 = 0)
         let mut res = if k == 0 {
             b.to_owned()
         } else {
-            let mut ax = forward_project_cpu(x.view(), projections, image_shape, voxel_a);
+            let mut ax = forward(device, x.view(), projections, image_shape, voxel_a)?;
             Zip::from(&mut ax)
                 .and(&b)
                 .par_for_each(|a, &bv| *a = bv - *a);
@@ -173,6 +342,7 @@ pub fn sirt_solve(
         );
         Zip::from(&mut res).and(&r).par_for_each(|e, &w| *e *= w);
         let g = backproject(device, res.view(), projections, vol_shape, voxel_a)?;
+        drop(res);
         let pos = params.positivity;
         Zip::from(&mut x)
             .and(&c)
@@ -181,16 +351,37 @@ pub fn sirt_solve(
                 let v = *xv + cv * gv;
                 *xv = if pos { v.max(0.0) } else { v };
             });
+        drop(g);
+        done = k + 1;
+        let ctl = hook(SirtProgress {
+            iteration: done,
+            volume: &x,
+            residuals: &residuals,
+            weighted_residuals: &weighted,
+        })?;
+        if ctl == SirtControl::Stop && done < params.iterations {
+            break;
+        }
     }
     Ok(SirtOutput {
         volume: x,
         residuals,
         weighted_residuals: weighted,
+        iterations_done: done,
     })
 }
 
-/// The parameters [`sirt_solve`] uses: iterations and relaxation.
-fn validate_solver(p: &SirtParams) -> Result<()> {
+/// A fingerprint of the solver parameters that change the iterates (for checkpoint hashes):
+/// relaxation, positivity and mask, not the iteration count.
+pub fn solver_fingerprint(p: &SirtParams) -> String {
+    format!(
+        "relaxation {:e} positivity {} mask {:?}",
+        p.relaxation, p.positivity, p.mask
+    )
+}
+
+/// The parameters [`sirt_solve`] uses: iterations, relaxation and mask.
+pub(crate) fn validate_solver(p: &SirtParams) -> Result<()> {
     if p.iterations == 0 {
         return Err(Error::Config(
             "sirt: iterations = 0: use ≥ 1 (typically 10–50)".into(),
@@ -202,7 +393,7 @@ fn validate_solver(p: &SirtParams) -> Result<()> {
             p.relaxation
         )));
     }
-    Ok(())
+    p.mask.validate()
 }
 
 /// All parameters of [`sirt`], for a stack of `(tilts, ny, nx)`.

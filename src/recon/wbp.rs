@@ -4,11 +4,11 @@
 //! the Fourier weighting of [`crate::recon::filter`] and the back-projection of
 //! [`crate::recon::backproject`] on the chosen device, divided by the tilt count.
 
-use crate::core::fourier::FourierBinner;
 use crate::core::geometry::TiltSeriesGeometry;
 use crate::device::Device;
 use crate::recon::backproject::backproject;
 use crate::recon::filter::{weight_tilts, Filter};
+use crate::recon::multibin::MultiBinner;
 use crate::{Error, Result};
 use ndarray::{Array2, Array3, ArrayView3, ArrayViewMut2, Axis};
 use rayon::prelude::*;
@@ -59,24 +59,46 @@ pub fn wbp(
     validate_params(stack.dim(), params)?;
     let bin = params.bin;
     let mut images = preprocess(stack, geom, bin, params.invert_contrast)?;
-    let (nt, by, bx) = images.dim();
 
     // 3. Fourier weighting
-    let axes: Vec<f64> = geom.tilts.iter().map(|t| t.axis_deg).collect();
-    let tilts: Vec<f64> = geom.tilts.iter().map(|t| t.tilt_deg).collect();
-    weight_tilts(&mut images, &axes, &tilts, params.filter, params.lowpass);
+    weight(&mut images, geom, params.filter, params.lowpass);
 
     // 4. back-project and average
-    let voxel_a = geom.pixel_a * bin as f64;
-    let shape = (params.thickness_px, by, bx);
-    let mut vol = backproject(
+    let (_, by, bx) = images.dim();
+    backproject_mean(
         device,
         images.view(),
         &geom.projections(bin),
-        shape,
-        voxel_a,
-    )?;
-    let inv = 1.0 / nt as f32;
+        (params.thickness_px, by, bx),
+        geom.pixel_a * bin as f64,
+    )
+}
+
+/// Step 3 of [`wbp`]: the Fourier weighting of prepared images `[tilt, y, x]` with `geom`'s
+/// per-tilt axis and tilt angles ([`weight_tilts`]).
+pub(crate) fn weight(
+    images: &mut Array3<f32>,
+    geom: &TiltSeriesGeometry,
+    filter: Filter,
+    lowpass: Option<f64>,
+) {
+    let axes: Vec<f64> = geom.tilts.iter().map(|t| t.axis_deg).collect();
+    let tilts: Vec<f64> = geom.tilts.iter().map(|t| t.tilt_deg).collect();
+    weight_tilts(images, &axes, &tilts, filter, lowpass);
+}
+
+/// Step 4 of [`wbp`]: back-project weighted images `[tilt, y, x]` (pixel `voxel_a` Å) into a
+/// volume `vol_shape` of `voxel_a` Å with `projections` on `device`, divided by the tilt
+/// count.
+pub(crate) fn backproject_mean(
+    device: &Device,
+    images: ArrayView3<f32>,
+    projections: &[crate::core::geometry::Projection],
+    vol_shape: (usize, usize, usize),
+    voxel_a: f64,
+) -> Result<Array3<f32>> {
+    let mut vol = backproject(device, images, projections, vol_shape, voxel_a)?;
+    let inv = 1.0 / images.dim().0.max(1) as f32;
     vol.par_mapv_inplace(|v| v * inv);
     Ok(vol)
 }
@@ -179,33 +201,53 @@ fn validate_params((_, ny, nx): (usize, usize, usize), p: &WbpParams) -> Result<
     Ok(())
 }
 
-/// The pre-processing shared by WBP and SIRT: validate the stack against the geometry, then
-/// per tilt (in parallel, FFT plans once per thread) Fourier-bin by `bin`, normalise
-/// `(I − mean)/mean` (negated when `invert_contrast`; a tilt whose mean is not positive is
-/// divided by its standard deviation, with one warning), and taper the edges with a cosine
-/// over 4 % of each side. Returns `[tilt, ny/bin, nx/bin]`.
+/// The pre-processing shared by WBP and SIRT for one binning: [`preprocess_multi`] with
+/// `bins = [bin]`. Returns `[tilt, ny/bin, nx/bin]`.
 pub(crate) fn preprocess(
     stack: ArrayView3<f32>,
     geom: &TiltSeriesGeometry,
     bin: usize,
     invert_contrast: bool,
 ) -> Result<Array3<f32>> {
+    let mut v = preprocess_multi(stack, geom, &[bin], invert_contrast)?;
+    Ok(v.pop().expect("one binning in, one stack out"))
+}
+
+/// The pre-processing shared by WBP and SIRT, for several binnings at once: validate the
+/// stack against the geometry, then per tilt (in parallel, FFT plans once per thread) one
+/// forward FFT Fourier-cropped to every factor of `bins`
+/// ([`crate::recon::multibin::MultiBinner`]: no aliasing), and for each binned image:
+/// normalise `(I − mean)/mean` (negated when `invert_contrast`; a tilt whose mean is not
+/// positive is divided by its standard deviation, with one warning), and taper the edges
+/// with a cosine over 4 % of each side. Returns one `[tilt, ny/b, nx/b]` per factor `b`, in
+/// the order of `bins` (each factor ≥ 1 and leaving ≥ 2×2 pixels: checked by the callers).
+pub(crate) fn preprocess_multi(
+    stack: ArrayView3<f32>,
+    geom: &TiltSeriesGeometry,
+    bins: &[usize],
+    invert_contrast: bool,
+) -> Result<Vec<Array3<f32>>> {
     validate_stack(&stack, geom)?;
     let (nt, ny, nx) = stack.dim();
-    let (by, bx) = (ny / bin, nx / bin);
     let sign = if invert_contrast { -1.0 } else { 1.0 };
-    let taper_x = taper_1d(bx);
-    let taper_y = taper_1d(by);
-    let binned: Vec<(Array2<f32>, bool)> = stack
+    let tapers: Vec<(Vec<f32>, Vec<f32>)> = bins
+        .iter()
+        .map(|&b| (taper_1d(ny / b), taper_1d(nx / b)))
+        .collect();
+    let binner = MultiBinner::new(ny, nx, bins);
+    let binned: Vec<(Vec<Array2<f32>>, bool)> = stack
         .axis_iter(Axis(0))
         .into_par_iter()
         .map_init(
-            || FourierBinner::new(ny, nx, bin),
+            || binner.clone(),
             |binner, img| {
-                let mut b = binner.bin(img);
-                let used_std = normalise(b.view_mut(), sign);
-                apply_taper(b.view_mut(), &taper_y, &taper_x);
-                (b, used_std)
+                let mut used_std = false;
+                let mut all = binner.bin_all(img);
+                for (b, (ty, tx)) in all.iter_mut().zip(&tapers) {
+                    used_std |= normalise(b.view_mut(), sign);
+                    apply_taper(b.view_mut(), ty, tx);
+                }
+                (all, used_std)
             },
         )
         .collect();
@@ -216,11 +258,17 @@ pub(crate) fn preprocess(
              they were divided by their standard deviation instead of their mean"
         );
     }
-    let mut images = Array3::<f32>::zeros((nt, by, bx));
-    for (mut dst, (src, _)) in images.axis_iter_mut(Axis(0)).zip(binned.iter()) {
-        dst.assign(src);
-    }
-    Ok(images)
+    Ok(bins
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            let mut images = Array3::<f32>::zeros((nt, ny / b, nx / b));
+            for (mut dst, (src, _)) in images.axis_iter_mut(Axis(0)).zip(binned.iter()) {
+                dst.assign(&src[i]);
+            }
+            images
+        })
+        .collect())
 }
 
 /// `(I − mean)/mean·sign` in place; `(I − mean)/std·sign` when the mean is not positive.

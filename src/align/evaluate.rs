@@ -177,12 +177,14 @@ pub(crate) fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> [f64; 3] {
             continue;
         }
         used[col] = true;
-        for r in col + 1..3 {
-            let f = a[r][col] / a[col][col];
-            for c in col..3 {
-                a[r][c] -= f * a[col][c];
+        let pivot_row = a[col];
+        let pivot_b = b[col];
+        for (row, rb) in a.iter_mut().zip(b.iter_mut()).skip(col + 1) {
+            let f = row[col] / pivot_row[col];
+            for (v, p) in row.iter_mut().zip(pivot_row.iter()).skip(col) {
+                *v -= f * p;
             }
-            b[r] -= f * b[col];
+            *rb -= f * pivot_b;
         }
     }
     for col in (0..3).rev() {

@@ -210,7 +210,7 @@ mod tests {
             let px = x * c + d * s;
             let pz = -x * s + d * c + z0;
             let (ix, iy, iz) = (px + 48.0, y + 48.0, pz + 32.0);
-            if ix < 1.0 || ix > 94.0 || iz < 1.0 || iz > 62.0 {
+            if !(1.0..=94.0).contains(&ix) || !(1.0..=62.0).contains(&iz) {
                 continue;
             }
             v[[

@@ -207,7 +207,10 @@ fn glyph(c: char) -> [u8; 5] {
 
 /// "Nice" tick positions (1, 2, 5 × 10^k steps) covering `[lo, hi]`, about `n` of them.
 pub fn ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
-    if !(hi > lo) || !lo.is_finite() || !hi.is_finite() {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater)
+        || !lo.is_finite()
+        || !hi.is_finite()
+    {
         return vec![lo];
     }
     let raw = (hi - lo) / n.max(1) as f64;

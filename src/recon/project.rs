@@ -16,6 +16,7 @@
 //! [`bilinear_f32`]: crate::recon::backproject::bilinear_f32
 
 use crate::core::geometry::Projection;
+use crate::device::Device;
 use crate::recon::backproject::{voxel_to_pixel_coeffs, VoxelCoeffs};
 use ndarray::{Array3, ArrayView3, Axis};
 use rayon::prelude::*;
@@ -42,6 +43,54 @@ pub fn forward_project_cpu(
 ) -> Array3<f32> {
     let coeffs = voxel_to_pixel_coeffs(projections, vol.dim(), voxel_a);
     forward_project_cpu_coeffs(vol, &coeffs, image_shape)
+}
+
+/// Forward-project on `device` (see [`forward_project_cpu`] for shapes, frames and units):
+/// `vol` `[z, y, x]` of `voxel_a` Å → images `[tilt, y, x]` of `image_shape = (ny, nx)`
+/// pixels of `voxel_a` Å, one per projection. The CPU result is the exact adjoint of
+/// [`crate::recon::backproject::backproject`] on the CPU; the CUDA result
+/// (`kernels/project.cu`) equals the CPU's to f32 rounding of the sums.
+///
+/// Errors ([`crate::Error::Runtime`]): images smaller than 2×2, a voxel size that is not a
+/// positive finite number, or a failing CUDA call / too little device memory.
+pub fn forward_project(
+    device: &Device,
+    vol: ArrayView3<f32>,
+    projections: &[Projection],
+    image_shape: (usize, usize),
+    voxel_a: f64,
+) -> crate::Result<Array3<f32>> {
+    match device {
+        Device::Cpu => {
+            validate_forward_inputs(image_shape, voxel_a)
+                .map_err(|e| crate::Error::Runtime(format!("forward_project: {e}")))?;
+            Ok(forward_project_cpu(vol, projections, image_shape, voxel_a))
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => {
+            crate::device::cuda::forward_project(d, vol, projections, image_shape, voxel_a)
+        }
+    }
+}
+
+/// Why a forward projection with these inputs cannot run (a message naming the value and
+/// the fix), shared by the CPU and CUDA entry points.
+pub(crate) fn validate_forward_inputs(
+    (iny, inx): (usize, usize),
+    voxel_a: f64,
+) -> Result<(), String> {
+    if iny < 2 || inx < 2 {
+        return Err(format!(
+            "image shape {iny}×{inx} (ny×nx) is smaller than 2×2; pass the tilt-series \
+             image shape at the voxel size"
+        ));
+    }
+    if !(voxel_a.is_finite() && voxel_a > 0.0) {
+        return Err(format!(
+            "voxel size {voxel_a} Å is not a positive number; pass the binned pixel size"
+        ));
+    }
+    Ok(())
 }
 
 /// [`forward_project_cpu`] with precomputed [`VoxelCoeffs`] (one per tilt).

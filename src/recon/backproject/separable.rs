@@ -143,25 +143,41 @@ const ZT: usize = 8;
 const ZB: usize = 8;
 /// Rows of one forward-projection column segment: the `YC` lanes and the row below.
 const LD: usize = YC + 1;
+/// Stride of a transposed volume line in the forward projector: a zero, the `YC` lanes,
+/// a zero (so that every output row reads lanes `r − 1` and `r` without a branch).
+const VS: usize = YC + 2;
 
 /// The images as columns along `t`: `S[tilt][s][t]`, `t` contiguous, column length
-/// `nl + 1` (a zero pad row).
+/// `nl + 1` (a zero pad row). Blocked copy (a transpose when `t` is image y).
 fn columns(images: ArrayView3<f32>, sep: &Separable) -> Vec<f32> {
+    const B: usize = 32;
     let ld = sep.nl + 1;
     let plane = sep.ns * ld;
+    let images = images.as_standard_layout();
+    let (_, iny, inx) = images.dim();
+    let src = images.as_slice().expect("standard layout");
     let mut store = vec![0.0f32; images.len_of(Axis(0)) * plane];
     store
         .par_chunks_mut(plane)
-        .zip(images.axis_iter(Axis(0)).into_par_iter())
-        .for_each(|(dst, im)| {
-            // image [y][x] as [t][s]
-            let im = match sep.along {
-                Along::Y => im,
-                Along::X => im.t(),
-            };
-            for (t, row) in im.outer_iter().enumerate() {
-                for (s, &v) in row.iter().enumerate() {
-                    dst[s * ld + t] = v;
+        .zip(src.par_chunks(iny * inx))
+        .for_each(|(dst, im)| match sep.along {
+            // s = x, t = y: transpose in B × B blocks
+            Along::Y => {
+                for y0 in (0..iny).step_by(B) {
+                    for x0 in (0..inx).step_by(B) {
+                        for y in y0..(y0 + B).min(iny) {
+                            let row = &im[y * inx..(y + 1) * inx];
+                            for x in x0..(x0 + B).min(inx) {
+                                dst[x * ld + y] = row[x];
+                            }
+                        }
+                    }
+                }
+            }
+            // s = y, t = x: row copies
+            Along::X => {
+                for y in 0..iny {
+                    dst[y * ld..y * ld + inx].copy_from_slice(&im[y * inx..(y + 1) * inx]);
                 }
             }
         });
@@ -299,24 +315,17 @@ fn bp_tile(
 }
 
 /// `dst[j] += (c0[j]·gx + c1[j]·wx)·gy + (c0[j+1]·gx + c1[j+1]·wx)·fy`: the reference
-/// bilinear expression, for `YC` lanes (fixed length: vectorised).
+/// bilinear expression, for `YC` lanes (fixed length: vectorised; both rows are loaded from
+/// the columns, not from a stored temporary, which would stall store forwarding).
 #[inline(always)]
-fn bp_lanes_full(
-    dst: &mut [f32],
-    c0: &[f32],
-    c1: &[f32],
-    (gx, wx): (f32, f32),
-    (gy, fy): (f32, f32),
-) {
+fn bp_lanes_full(dst: &mut [f32], c0: &[f32], c1: &[f32], (gx, wx): (f32, f32), (gy, fy): (f32, f32)) {
     let dst: &mut [f32; YC] = dst.try_into().expect("YC lanes");
     let c0: &[f32; YC + 1] = c0.try_into().expect("YC + 1 rows");
     let c1: &[f32; YC + 1] = c1.try_into().expect("YC + 1 rows");
-    let mut r = [0.0f32; YC + 1];
-    for j in 0..YC + 1 {
-        r[j] = c0[j] * gx + c1[j] * wx;
-    }
     for j in 0..YC {
-        dst[j] += r[j] * gy + r[j + 1] * fy;
+        let a = c0[j] * gx + c1[j] * wx;
+        let b = c0[j + 1] * gx + c1[j + 1] * wx;
+        dst[j] += a * gy + b * fy;
     }
 }
 
@@ -372,7 +381,7 @@ pub(crate) fn forward_project(
             let y0 = c * YC;
             let nyt = YC.min(ny - y0);
             let mut lacc = vec![0.0f32; nt * ns * LD];
-            let mut vb = vec![0.0f32; ZB * nx * YC];
+            let mut vb = vec![0.0f32; ZB * nx * VS];
             let mut zb = 0;
             while zb < nz {
                 let nzb = ZB.min(nz - zb);
@@ -380,11 +389,11 @@ pub(crate) fn forward_project(
                     for j in 0..nyt {
                         let line = &vol[((zb + dz) * ny + y0 + j) * nx..][..nx];
                         for (ix, &v) in line.iter().enumerate() {
-                            vb[(dz * nx + ix) * YC + j] = v;
+                            vb[(dz * nx + ix) * VS + 1 + j] = v;
                         }
                     }
                 }
-                let blk = &vb[..nzb * nx * YC];
+                let blk = &vb[..nzb * nx * VS];
                 #[cfg(target_arch = "x86_64")]
                 if simd {
                     // SAFETY: `simd` is set only after detecting AVX2 and FMA.
@@ -434,7 +443,8 @@ unsafe fn fp_block_avx2(
     fp_block(lacc, blk, sep, z, y, nx)
 }
 
-/// Splat a block of `nzb` planes × the run's lines (transposed: `blk[(dz·nx + ix)·YC + j]`)
+/// Splat a block of `nzb` planes × the run's lines (transposed: lane `j` of voxel column
+/// `(dz, ix)` at `blk[(dz·nx + ix)·VS + 1 + j]`, zeros at both ends)
 /// into every tilt's run accumulator `lacc[tilt][s][r]`.
 #[inline(always)]
 fn fp_block(
@@ -460,22 +470,19 @@ fn fp_block(
                 let x0 = (s as usize).min(ns - 2);
                 let wx = s - x0 as f32;
                 let gx = 1.0 - wx;
-                let v: &[f32; YC] = blk[(dz * nx + ix) * YC..(dz * nx + ix + 1) * YC]
+                let v: &[f32; VS] = blk[(dz * nx + ix) * VS..(dz * nx + ix + 1) * VS]
                     .try_into()
-                    .expect("YC lanes");
-                // column values: row r gets lane r (weight gy) and lane r − 1 (weight fy)
+                    .expect("VS entries");
+                // row r gets lane r (weight gy) and lane r − 1 (weight fy)
                 let mut col = [0.0f32; LD];
                 if full {
-                    for j in 0..YC {
-                        col[j] = v[j] * gy;
-                    }
-                    for j in 0..YC {
-                        col[j + 1] += v[j] * fy;
+                    for r in 0..LD {
+                        col[r] = v[r + 1] * gy + v[r] * fy;
                     }
                 } else {
                     for j in jlo..jhi {
-                        col[j] += v[j] * gy;
-                        col[j + 1] += v[j] * fy;
+                        col[j] += v[j + 1] * gy;
+                        col[j + 1] += v[j + 1] * fy;
                     }
                 }
                 let (l0, l1) = l[x0 * LD..(x0 + 2) * LD].split_at_mut(LD);

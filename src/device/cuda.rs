@@ -8,6 +8,7 @@
 
 use crate::core::geometry::Projection;
 use crate::recon::backproject::voxel_to_pixel_coeffs;
+use crate::recon::project::validate_forward_inputs;
 use cudarc::driver::{CudaContext, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use ndarray::{Array3, ArrayView3};
@@ -15,10 +16,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// CUDA C sources of the kernels, by file name (compiled on first use).
-const KERNELS: &[(&str, &str)] = &[(
-    "backproject.cu",
-    include_str!("../../kernels/backproject.cu"),
-)];
+const KERNELS: &[(&str, &str)] = &[
+    (
+        "backproject.cu",
+        include_str!("../../kernels/backproject.cu"),
+    ),
+    ("project.cu", include_str!("../../kernels/project.cu")),
+];
 
 /// One GPU: context, a stream, and the compiled kernel modules.
 pub struct CudaDevice {
@@ -308,4 +312,130 @@ pub fn backproject(
     }
     drv("synchronising", dev, s.synchronize())?;
     Ok(vol)
+}
+
+/// GPU twin of [`crate::recon::project::forward_project_cpu`] (`kernels/project.cu`): same
+/// shapes (`vol` `[z, y, x]` of `voxel_a` Å; result `[tilt, y, x]` of `image_shape = (ny,
+/// nx)` pixels of `voxel_a` Å), frames and single-precision weights; the sums are
+/// accumulated with atomics, so the result equals the CPU's to rounding of the sums (not
+/// bit for bit). The images stay resident on the device; the volume is sent in z slabs that
+/// fit in free device memory. Errors when the device runs out of memory or a CUDA call fails.
+pub fn forward_project(
+    dev: &CudaDevice,
+    vol: ArrayView3<f32>,
+    projections: &[Projection],
+    image_shape: (usize, usize),
+    voxel_a: f64,
+) -> crate::Result<Array3<f32>> {
+    validate_forward_inputs(image_shape, voxel_a)
+        .map_err(|e| rt(format!("forward_project on {}: {e}", dev.name())))?;
+    let nt = projections.len();
+    let (iny, inx) = image_shape;
+    let (nz, ny, nx) = vol.dim();
+    let mut out = Array3::<f32>::zeros((nt, iny, inx));
+    if nt == 0 || nx == 0 || ny == 0 || nz == 0 {
+        return Ok(out);
+    }
+    let shared = nt * 8 * std::mem::size_of::<f32>();
+    if shared > 48 * 1024 {
+        return Err(rt(format!(
+            "forward_project on {}: {nt} tilts exceed the kernel's limit of {} (shared \
+             memory); use `--device cpu`",
+            dev.name(),
+            48 * 1024 / 32
+        )));
+    }
+    let i32_of = |v: usize, what: &str| {
+        i32::try_from(v).map_err(|_| rt(format!("forward_project: {what} = {v} exceeds i32")))
+    };
+    let coeffs: Vec<f32> = voxel_to_pixel_coeffs(projections, (nz, ny, nx), voxel_a)
+        .into_iter()
+        .flatten()
+        .collect();
+    let module = dev.module("project.cu")?;
+    let func = drv(
+        "loading project_kernel",
+        dev,
+        module.load_function("project_kernel"),
+    )?;
+    let s = &dev.stream;
+
+    // memory plan: images + coefficients resident, the volume in z slabs
+    let vol = vol.as_standard_layout();
+    let vol_host = vol.as_slice().expect("standard layout");
+    let plane_bytes = nx * ny * 4;
+    let (free, _) = dev.mem_info()?;
+    let budget = (free as f64 * 0.8) as usize;
+    let need_img = nt * iny * inx * 4 + coeffs.len() * 4;
+    let slab_nz = budget.saturating_sub(need_img) / plane_bytes;
+    if slab_nz == 0 {
+        return Err(rt(format!(
+            "forward_project on {}: not enough device memory ({:.2} GiB free; the images \
+             need {:.2} GiB plus {:.1} MiB per z plane): bin more or use `--device cpu`",
+            dev.name(),
+            free as f64 / (1u64 << 30) as f64,
+            need_img as f64 / (1u64 << 30) as f64,
+            plane_bytes as f64 / (1u64 << 20) as f64
+        )));
+    }
+    let slab_nz = slab_nz.min(nz).min(65_535);
+
+    let d_coef = drv("copying the coefficients", dev, s.clone_htod(&coeffs))?;
+    let mut d_img = drv(
+        "allocating the images",
+        dev,
+        s.alloc_zeros::<f32>(nt * iny * inx),
+    )?;
+    let mut d_vol = drv(
+        "allocating the volume slab",
+        dev,
+        s.alloc_zeros::<f32>(slab_nz * ny * nx),
+    )?;
+    let (n_tilt, img_ny, img_nx) = (
+        i32_of(nt, "tilts")?,
+        i32_of(iny, "image ny")?,
+        i32_of(inx, "image nx")?,
+    );
+    let (ny_i, nx_i) = (i32_of(ny, "ny")?, i32_of(nx, "nx")?);
+    let (bx, by) = (32u32, 8u32);
+    let mut z0 = 0usize;
+    while z0 < nz {
+        let dz = slab_nz.min(nz - z0);
+        let n = dz * ny * nx;
+        let src = &vol_host[z0 * ny * nx..z0 * ny * nx + n];
+        drv(
+            "copying a volume slab",
+            dev,
+            s.memcpy_htod(src, &mut d_vol.slice_mut(0..n)),
+        )?;
+        let z0_i = i32_of(z0, "z0")?;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                (nx as u32).div_ceil(bx),
+                (ny as u32).div_ceil(by),
+                dz as u32,
+            ),
+            block_dim: (bx, by, 1),
+            shared_mem_bytes: shared as u32,
+        };
+        let mut b = s.launch_builder(&func);
+        b.arg(&d_vol)
+            .arg(&z0_i)
+            .arg(&ny_i)
+            .arg(&nx_i)
+            .arg(&d_coef)
+            .arg(&mut d_img)
+            .arg(&n_tilt)
+            .arg(&img_ny)
+            .arg(&img_nx);
+        // SAFETY: argument types and order match `project_kernel`; the slab holds dz·ny·nx
+        // floats, the grid covers exactly dz planes of ny×nx, and the images hold
+        // n_tilt·img_ny·img_nx floats.
+        drv("launching project_kernel", dev, unsafe { b.launch(cfg) })?;
+        z0 += dz;
+    }
+    let dst = out.as_slice_mut().expect("fresh array is contiguous");
+    drv("copying the images back", dev, s.memcpy_dtoh(&d_img, dst))?;
+    drv("synchronising", dev, s.synchronize())?;
+    Ok(out)
 }

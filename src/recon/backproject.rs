@@ -15,6 +15,8 @@ use crate::device::Device;
 use ndarray::{Array3, ArrayView3};
 use rayon::prelude::*;
 
+pub(crate) mod separable;
+
 /// Per-tilt affine map from voxel indices to image pixels, in f32:
 /// `u = c[3] + iy·c[1] + iz·c[2] + ix·c[0]`, `v = c[7] + iy·c[5] + iz·c[6] + ix·c[4]`
 /// (evaluated in exactly that order by CPU and CUDA).
@@ -305,19 +307,83 @@ mod avx2 {
     }
 }
 
+/// Split a volume `(nz, ny, nx)` (row-major slice) into output tiles of `tz` planes × `ty`
+/// lines × all x: `(first plane, first line, one &mut chunk of ≤ ty lines per plane)`.
+fn tiles_mut(
+    out: &mut [f32],
+    (_, ny, nx): (usize, usize, usize),
+    tz: usize,
+    ty: usize,
+) -> Vec<(usize, usize, Vec<&mut [f32]>)> {
+    let mut tasks: Vec<(usize, usize, Vec<&mut [f32]>)> = Vec::new();
+    for (zs, slab) in out.chunks_mut(tz * ny * nx).enumerate() {
+        let mut blocks: Vec<Vec<&mut [f32]>> = Vec::new();
+        for pl in slab.chunks_mut(ny * nx) {
+            for (yb, chunk) in pl.chunks_mut(ty * nx).enumerate() {
+                if blocks.len() <= yb {
+                    blocks.push(Vec::new());
+                }
+                blocks[yb].push(chunk);
+            }
+        }
+        tasks.extend(
+            blocks
+                .into_iter()
+                .enumerate()
+                .map(|(yb, b)| (zs * tz, yb * ty, b)),
+        );
+    }
+    tasks
+}
+
 /// [`backproject_cpu`] with precomputed [`VoxelCoeffs`] (one per tilt).
+///
+/// Separable geometry (tilt axis along image y or x, no x-tilt, voxel = pixel: an aligned
+/// stack; see `separable`) runs a gather-free streaming kernel; any other geometry the
+/// general tiled kernel. Both agree with the scalar reference to f32 rounding.
 pub fn backproject_cpu_coeffs(
     images: ArrayView3<f32>,
     coeffs: &[VoxelCoeffs],
     vol_shape: (usize, usize, usize),
 ) -> Array3<f32> {
+    let (nt, iny, inx) = images.dim();
+    assert_eq!(nt, coeffs.len(), "backproject: one projection per tilt");
+    if let Some(sep) = separable::detect(coeffs, vol_shape, (iny, inx)) {
+        return separable::backproject(images, &sep, vol_shape, fma_available());
+    }
     backproject_tiled(images, coeffs, vol_shape, simd_available())
+}
+
+/// True when the geometry of `projections` for a volume `vol_shape` of `voxel_a` Å and
+/// images `(ny, nx)` takes the fast separable path of [`backproject_cpu`] and
+/// `recon::project::forward_project_cpu` (tilt axis along an image axis, no x-tilt, images
+/// at the voxel size); for benches and logs.
+pub fn is_separable(
+    projections: &[Projection],
+    vol_shape: (usize, usize, usize),
+    image_shape: (usize, usize),
+    voxel_a: f64,
+) -> bool {
+    let coeffs = voxel_to_pixel_coeffs(projections, vol_shape, voxel_a);
+    separable::detect(&coeffs, vol_shape, image_shape).is_some()
 }
 
 fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// AVX2 and FMA (the target features the separable kernels are compiled for).
+pub(crate) fn fma_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -362,26 +428,8 @@ fn backproject_tiled(
             sy: if transpose[t] { 1 } else { inx },
         })
         .collect();
-    // Tasks: TILE_Z planes × TILE_Y lines; each holds one &mut chunk per plane.
     let out = vol.as_slice_mut().expect("fresh array is contiguous");
-    let mut tasks: Vec<(usize, usize, Vec<&mut [f32]>)> = Vec::new();
-    for (zs, slab) in out.chunks_mut(TILE_Z * ny * nx).enumerate() {
-        let mut blocks: Vec<Vec<&mut [f32]>> = Vec::new();
-        for pl in slab.chunks_mut(ny * nx) {
-            for (yb, chunk) in pl.chunks_mut(TILE_Y * nx).enumerate() {
-                if blocks.len() <= yb {
-                    blocks.push(Vec::new());
-                }
-                blocks[yb].push(chunk);
-            }
-        }
-        tasks.extend(
-            blocks
-                .into_iter()
-                .enumerate()
-                .map(|(yb, b)| (zs * TILE_Z, yb * TILE_Y, b)),
-        );
-    }
+    let tasks = tiles_mut(out, vol_shape, TILE_Z, TILE_Y);
     tasks.into_par_iter().for_each(|(z0, y0, mut chunks)| {
         for (c, p) in coeffs.iter().zip(&planes) {
             for (dz, chunk) in chunks.iter_mut().enumerate() {
@@ -492,6 +540,103 @@ mod tests {
                 );
             }
             // and not trivially: a good part of the volume sees the images
+            assert!(want.iter().filter(|v| **v != 0.0).count() > want.len() / 4);
+        }
+    }
+
+    #[test]
+    fn separable_kernel_matches_the_reference() {
+        let mut s = 17u64;
+        // (axis °, image ny, nx, volume nz, ny, nx, shift scale Å, x-tilt °, voxel Å,
+        //  expected separable form)
+        let cases = [
+            (
+                0.0,
+                40,
+                48,
+                5,
+                37,
+                45,
+                9.0,
+                0.0,
+                3.0,
+                Some(separable::Along::Y),
+            ),
+            (
+                0.0,
+                24,
+                30,
+                11,
+                50,
+                61,
+                30.0,
+                0.0,
+                3.0,
+                Some(separable::Along::Y),
+            ),
+            (
+                -90.0,
+                33,
+                41,
+                6,
+                45,
+                29,
+                12.0,
+                0.0,
+                3.0,
+                Some(separable::Along::X),
+            ),
+            (
+                -90.0,
+                70,
+                35,
+                17,
+                20,
+                40,
+                0.0,
+                0.0,
+                3.0,
+                Some(separable::Along::X),
+            ),
+            // not separable: general kernel (the dispatch must not pick the fast path)
+            (85.0, 33, 40, 9, 31, 37, 6.0, 0.0, 3.0, None),
+            (0.0, 33, 40, 9, 31, 37, 6.0, 2.0, 3.0, None),
+            (0.0, 33, 40, 9, 31, 37, 6.0, 0.0, 3.6, None),
+        ];
+        for (n, &(axis, iny, inx, nz, ny, nx, sh, xt, vox, kind)) in cases.iter().enumerate() {
+            let nt = 7;
+            let img = Array3::from_shape_fn((nt, iny, inx), |_| lcg(&mut s) - 0.3);
+            let projs: Vec<_> = (0..nt)
+                .map(|i| {
+                    let mut t = TiltImage::nominal(-60.0 + 20.0 * i as f64, axis);
+                    t.x_tilt_deg = xt;
+                    t.shift_x_a = sh * (lcg(&mut s) as f64 - 0.5);
+                    t.shift_y_a = sh * (lcg(&mut s) as f64 - 0.5);
+                    t.projection(3.0, inx, iny)
+                })
+                .collect();
+            let shape = (nz, ny, nx);
+            let coeffs = voxel_to_pixel_coeffs(&projs, shape, vox);
+            let sep = separable::detect(&coeffs, shape, (iny, inx));
+            assert_eq!(sep.as_ref().map(|s| s.along), kind, "case {n}");
+            let want = reference(img.view(), &coeffs, shape);
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let mut got = vec![backproject_cpu_coeffs(img.view(), &coeffs, shape)];
+            if let Some(sep) = &sep {
+                for simd in [false, fma_available()] {
+                    got.push(separable::backproject(img.view(), sep, shape, simd));
+                }
+            }
+            for g in &got {
+                let err = g
+                    .iter()
+                    .zip(&want)
+                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    err <= 1e-5 * scale,
+                    "case {n}: max error {err} (scale {scale})"
+                );
+            }
             assert!(want.iter().filter(|v| **v != 0.0).count() > want.len() / 4);
         }
     }

@@ -16,7 +16,8 @@
 //! [`bilinear_f32`]: crate::recon::backproject::bilinear_f32
 
 use crate::core::geometry::Projection;
-use crate::recon::backproject::{voxel_to_pixel_coeffs, VoxelCoeffs};
+use crate::device::Device;
+use crate::recon::backproject::{fma_available, separable, voxel_to_pixel_coeffs, VoxelCoeffs};
 use ndarray::{Array3, ArrayView3, Axis};
 use rayon::prelude::*;
 
@@ -44,7 +45,59 @@ pub fn forward_project_cpu(
     forward_project_cpu_coeffs(vol, &coeffs, image_shape)
 }
 
+/// Forward-project on `device` (see [`forward_project_cpu`] for shapes, frames and units):
+/// `vol` `[z, y, x]` of `voxel_a` Å → images `[tilt, y, x]` of `image_shape = (ny, nx)`
+/// pixels of `voxel_a` Å, one per projection. The CPU result is the exact adjoint of
+/// [`crate::recon::backproject::backproject`] on the CPU; the CUDA result
+/// (`kernels/project.cu`) equals the CPU's to f32 rounding of the sums.
+///
+/// Errors ([`crate::Error::Runtime`]): images smaller than 2×2, a voxel size that is not a
+/// positive finite number, or a failing CUDA call / too little device memory.
+pub fn forward_project(
+    device: &Device,
+    vol: ArrayView3<f32>,
+    projections: &[Projection],
+    image_shape: (usize, usize),
+    voxel_a: f64,
+) -> crate::Result<Array3<f32>> {
+    match device {
+        Device::Cpu => {
+            validate_forward_inputs(image_shape, voxel_a)
+                .map_err(|e| crate::Error::Runtime(format!("forward_project: {e}")))?;
+            Ok(forward_project_cpu(vol, projections, image_shape, voxel_a))
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => {
+            crate::device::cuda::forward_project(d, vol, projections, image_shape, voxel_a)
+        }
+    }
+}
+
+/// Why a forward projection with these inputs cannot run (a message naming the value and
+/// the fix), shared by the CPU and CUDA entry points.
+pub(crate) fn validate_forward_inputs(
+    (iny, inx): (usize, usize),
+    voxel_a: f64,
+) -> Result<(), String> {
+    if iny < 2 || inx < 2 {
+        return Err(format!(
+            "image shape {iny}×{inx} (ny×nx) is smaller than 2×2; pass the tilt-series \
+             image shape at the voxel size"
+        ));
+    }
+    if !(voxel_a.is_finite() && voxel_a > 0.0) {
+        return Err(format!(
+            "voxel size {voxel_a} Å is not a positive number; pass the binned pixel size"
+        ));
+    }
+    Ok(())
+}
+
 /// [`forward_project_cpu`] with precomputed [`VoxelCoeffs`] (one per tilt).
+///
+/// Separable geometry (see [`crate::recon::backproject::backproject_cpu_coeffs`]) runs the
+/// gather-form streaming kernel (the adjoint of the separable back-projector), any other the
+/// general splatting kernel; both are the adjoint of the back-projector to f32 rounding.
 pub fn forward_project_cpu_coeffs(
     vol: ArrayView3<f32>,
     coeffs: &[VoxelCoeffs],
@@ -55,7 +108,6 @@ pub fn forward_project_cpu_coeffs(
         inx >= 2 && iny >= 2,
         "forward_project: images must be at least 2×2"
     );
-    let mut out = Array3::<f32>::zeros((coeffs.len(), iny, inx));
     // a contiguous copy only when the view is not already one
     let owned;
     let vol = if vol.is_standard_layout() {
@@ -66,6 +118,21 @@ pub fn forward_project_cpu_coeffs(
     };
     let data = vol.as_slice().expect("standard layout");
     let (nz, ny, nx) = vol.dim();
+    if let Some(sep) = separable::detect(coeffs, (nz, ny, nx), image_shape) {
+        return separable::forward_project(data, (nz, ny, nx), &sep, image_shape, fma_available());
+    }
+    splat_general(data, (nz, ny, nx), coeffs, image_shape)
+}
+
+/// The general (any geometry) splatting kernel: parallel over tilts, each image accumulated
+/// by one task in a fixed voxel order (deterministic). The reference for the fast paths.
+fn splat_general(
+    data: &[f32],
+    (nz, ny, nx): (usize, usize, usize),
+    coeffs: &[VoxelCoeffs],
+    (iny, inx): (usize, usize),
+) -> Array3<f32> {
+    let mut out = Array3::<f32>::zeros((coeffs.len(), iny, inx));
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
         .zip(coeffs.par_iter())
@@ -180,6 +247,9 @@ mod tests {
             (85.0, 33, 40, 9, 31, 37, 6.0, 0.0, 3.0),
             (-95.0, 41, 35, 10, 50, 43, 9.0, 3.0, 2.5),
             (0.0, 24, 30, 6, 24, 30, 0.0, 0.0, 3.0),
+            // separable (fast path on both sides), with shifts, and image ≠ volume
+            (0.0, 37, 44, 8, 53, 40, 12.0, 0.0, 3.0),
+            (-90.0, 29, 47, 5, 61, 33, 12.0, 0.0, 3.0),
             (37.0, 30, 50, 12, 33, 19, 15.0, 10.0, 3.4),
         ];
         for &(axis, iny, inx, nz, ny, nx, sh, xt, vox) in &cases {
@@ -207,6 +277,66 @@ mod tests {
             );
             assert!(ax.iter().filter(|v| **v != 0.0).count() > ax.len() / 4);
         }
+    }
+
+    #[test]
+    fn separable_kernel_matches_the_general_splat() {
+        let mut s = 21u64;
+        // (axis °, image ny, nx, volume nz, ny, nx, shift scale Å): axis 0 streams along
+        // image y, −90 along image x; volumes larger and smaller than the images
+        let cases = [
+            (0.0, 40, 48, 7, 37, 45, 9.0),
+            (0.0, 24, 30, 11, 50, 61, 30.0),
+            (-90.0, 33, 41, 6, 45, 29, 12.0),
+            (-90.0, 70, 35, 9, 20, 40, 0.0),
+        ];
+        for &(axis, iny, inx, nz, ny, nx, sh) in &cases {
+            let nt = 9;
+            let projs: Vec<_> = (0..nt)
+                .map(|i| {
+                    let mut t = TiltImage::nominal(-60.0 + 15.0 * i as f64, axis);
+                    t.shift_x_a = sh * (lcg(&mut s) as f64 - 0.5);
+                    t.shift_y_a = sh * (lcg(&mut s) as f64 - 0.5);
+                    t.projection(3.0, inx, iny)
+                })
+                .collect();
+            let coeffs = voxel_to_pixel_coeffs(&projs, (nz, ny, nx), 3.0);
+            let sep = separable::detect(&coeffs, (nz, ny, nx), (iny, inx))
+                .unwrap_or_else(|| panic!("axis {axis}° should be separable"));
+            let x = Array3::from_shape_fn((nz, ny, nx), |_| lcg(&mut s) - 0.5);
+            let want = splat_general(x.as_slice().unwrap(), (nz, ny, nx), &coeffs, (iny, inx));
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for simd in [false, fma_available()] {
+                let got = separable::forward_project(
+                    x.as_slice().unwrap(),
+                    (nz, ny, nx),
+                    &sep,
+                    (iny, inx),
+                    simd,
+                );
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    err < 1e-5 * scale,
+                    "axis {axis}°, simd {simd}: max error {err} (scale {scale})"
+                );
+            }
+            assert!(want.iter().filter(|v| **v != 0.0).count() > want.len() / 4);
+        }
+    }
+
+    #[test]
+    fn forward_project_dispatch_validates_inputs() {
+        let vol = Array3::<f32>::ones((3, 4, 5));
+        let p = [TiltImage::nominal(0.0, 0.0).projection(2.0, 5, 4)];
+        let e = forward_project(&Device::Cpu, vol.view(), &p, (1, 5), 2.0).unwrap_err();
+        assert!(e.to_string().contains("2×2"), "{e}");
+        let e = forward_project(&Device::Cpu, vol.view(), &p, (4, 5), 0.0).unwrap_err();
+        assert!(e.to_string().contains("voxel size"), "{e}");
+        let a = forward_project(&Device::Cpu, vol.view(), &p, (4, 5), 2.0).unwrap();
+        assert_eq!(a, forward_project_cpu(vol.view(), &p, (4, 5), 2.0));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! SIRT: the simultaneous iterative reconstruction technique, as ASTRA's `SIRT` / `SIRT_CUDA`.
 //!
-//! With `A` the forward projector ([`crate::recon::project::forward_project_cpu`]) and `Aᵀ`
+//! With `A` the forward projector ([`crate::recon::project::forward_project`]) and `Aᵀ`
 //! the back-projector ([`crate::recon::backproject::backproject`]), exact adjoints of each
 //! other, SIRT is the row/column-sum preconditioned Landweber iteration
 //!
@@ -27,7 +27,7 @@
 use crate::core::geometry::{Projection, TiltSeriesGeometry};
 use crate::device::Device;
 use crate::recon::backproject::backproject;
-use crate::recon::project::forward_project_cpu;
+use crate::recon::project::forward_project;
 use crate::recon::wbp::preprocess;
 use crate::{Error, Result};
 use ndarray::{Array2, Array3, ArrayView3, Axis, Zip};
@@ -160,16 +160,6 @@ pub struct SirtProgress<'a> {
     pub weighted_residuals: &'a [f64],
 }
 
-/// Forward projection `A·x`: the one place SIRT calls the forward projector.
-fn forward(
-    _device: &Device,
-    vol: ArrayView3<f32>,
-    projections: &[Projection],
-    image_shape: (usize, usize),
-    voxel_a: f64,
-) -> Result<Array3<f32>> {
-    Ok(forward_project_cpu(vol, projections, image_shape, voxel_a))
-}
 
 /// Row and column sums below this give a zero weight (ASTRA's threshold).
 const MIN_SUM: f32 = 1e-6;
@@ -292,7 +282,7 @@ pub fn sirt_iterate(
     let inv = |v: f32| if v > MIN_SUM { 1.0 / v } else { 0.0 };
     let mut support = Array3::<f32>::ones(vol_shape);
     apply_mask(&mut support);
-    let mut r = forward(device, support.view(), projections, image_shape, voxel_a)?;
+    let mut r = forward_project(device, support.view(), projections, image_shape, voxel_a)?;
     r.par_mapv_inplace(inv);
     drop(support);
     let ones = Array3::<f32>::ones((nt, iny, inx));
@@ -317,7 +307,7 @@ pub fn sirt_iterate(
         let mut res = if k == 0 {
             b.to_owned()
         } else {
-            let mut ax = forward(device, x.view(), projections, image_shape, voxel_a)?;
+            let mut ax = forward_project(device, x.view(), projections, image_shape, voxel_a)?;
             Zip::from(&mut ax)
                 .and(&b)
                 .par_for_each(|a, &bv| *a = bv - *a);
@@ -418,6 +408,7 @@ fn validate_params(p: &SirtParams, (_, ny, nx): (usize, usize, usize)) -> Result
 mod tests {
     use super::*;
     use crate::core::geometry::TiltImage;
+    use crate::recon::project::forward_project_cpu;
 
     fn geom_projs(nt: usize, n: usize, vox: f64) -> Vec<Projection> {
         (0..nt)

@@ -268,3 +268,40 @@ fn dose_sweep() {
         }
     }
 }
+
+/// Detected bead centres against the true projections of the bead centres.
+#[test]
+fn detected_centres_match_true_projections() {
+    let mut p = params(3.0, 12);
+    p.nx = 256;
+    p.ny = 256;
+    p.tilt_step_deg = 15.0;
+    let sim = simulate_series(&p, 5).unwrap();
+    let mut det = lamella::align::beads::detect::Detector::new(256, 256, 2, 12.5, 6.0);
+    let mut all: Vec<_> = (0..sim.geometry.len())
+        .map(|i| det.detect(sim.stack.index_axis(Axis(0), i), 100))
+        .collect();
+    lamella::align::beads::centre::refine_candidates(sim.stack.view(), &mut all, 6.25).unwrap();
+    let mut errs = Vec::new();
+    for (i, cands) in all.iter().enumerate() {
+        let pr = sim.geometry.tilts[i].projection(PIXEL_A, 256, 256);
+        for b in &sim.truth.beads {
+            let q = pr.project(b.centre_a);
+            let best = cands
+                .iter()
+                .map(|c| (c.x - q[0], c.y - q[1]))
+                .min_by(|a, b| a.0.hypot(a.1).total_cmp(&b.0.hypot(b.1)));
+            if let Some((dx, dy)) = best {
+                if dx.hypot(dy) < 5.0 {
+                    errs.push((dx, dy));
+                }
+            }
+        }
+    }
+    let n = errs.len() as f64;
+    let mx = errs.iter().map(|e| e.0).sum::<f64>() / n;
+    let my = errs.iter().map(|e| e.1).sum::<f64>() / n;
+    let rms = (errs.iter().map(|e| e.0 * e.0 + e.1 * e.1).sum::<f64>() / n).sqrt();
+    eprintln!("{n} matches: mean error ({mx:.3}, {my:.3}) px, RMS {rms:.3} px");
+    assert!(n > 30.0 && rms < 0.25, "{n} matches, RMS {rms} px");
+}

@@ -8,9 +8,9 @@
 //!    and slow gradients give zero.
 //! 3. Score = (filtered − median) / robust σ (1.4826·MAD) of the filtered image; local maxima
 //!    within a bead radius above `threshold_sigma` are candidates.
-//! 4. Sub-pixel position on the UNBINNED image: iterated centroid of darkness
-//!    (`ring background − value`, unclipped so noise averages out) in a disk of 1.2 bead radii
-//!    around the current estimate, background = median of a ring at 1.6–2.2 radii.
+//! 4. Coarse sub-pixel position: parabola through the peak and its neighbours on the binned
+//!    grid, mapped to unbinned pixels (binned sample `k` is unbinned position `k·n/m`).
+//!    `super::centre` refines it on the unbinned image.
 //!
 //! Positions are image pixel indices `(x, y)` of the unbinned image (x = column, y = row).
 
@@ -39,8 +39,6 @@ pub struct Detector {
     spec: Array2<Complex32>,
     /// Unbinned pixels per binned pixel (x, y).
     scale: [f64; 2],
-    /// Bead radius, unbinned pixels.
-    radius_px: f64,
     /// Bead radius, binned pixels.
     radius_b: f64,
     threshold_sigma: f64,
@@ -53,8 +51,7 @@ impl Detector {
         let bin = bin.max(1);
         let (my, mx) = (ny / bin, nx / bin);
         let scale = [nx as f64 / mx as f64, ny as f64 / my as f64];
-        let radius_px = 0.5 * diameter_px;
-        let radius_b = radius_px / scale[0];
+        let radius_b = 0.5 * diameter_px / scale[0];
         let mut fft = Fft2::new(my, mx);
         let template = sphere_template(my, mx, radius_b);
         let filter = fft.forward(template.view());
@@ -64,7 +61,6 @@ impl Detector {
             fft,
             filter,
             scale,
-            radius_px,
             radius_b,
             threshold_sigma,
         }
@@ -126,7 +122,7 @@ impl Detector {
         peaks
             .into_iter()
             .map(|(x, y, s)| {
-                // parabolic sub-pixel peak on the binned grid, then the unbinned centroid
+                // parabolic sub-pixel peak on the binned grid
                 let px = parabolic(
                     score[[y, x - 1]] as f64,
                     score[[y, x]] as f64,
@@ -137,14 +133,9 @@ impl Detector {
                     score[[y, x]] as f64,
                     score[[y + 1, x]] as f64,
                 );
-                let start = [
-                    (x as f64 + px) * self.scale[0],
-                    (y as f64 + py) * self.scale[1],
-                ];
-                let c = refine_centroid(img, start, self.radius_px);
                 Candidate {
-                    x: c[0],
-                    y: c[1],
+                    x: (x as f64 + px) * self.scale[0],
+                    y: (y as f64 + py) * self.scale[1],
                     score: s,
                 }
             })
@@ -199,59 +190,6 @@ fn parabolic(a: f64, b: f64, c: f64) -> f64 {
     }
 }
 
-/// Iterated centroid of darkness around `start` `(x, y)` (unbinned pixels) for a bead of
-/// radius `r` pixels: weights `background − value` (unclipped) in a disk of `1.2 r`,
-/// background the median of the ring `1.6 r .. 2.2 r`. Returns `start` when the window
-/// leaves the image or the bead is not darker than its ring.
-pub fn refine_centroid(img: ArrayView2<f32>, start: [f64; 2], r: f64) -> [f64; 2] {
-    let (ny, nx) = img.dim();
-    let (rin, r0, r1) = (1.2 * r.max(1.0), 1.6 * r.max(1.0), 2.2 * r.max(1.0));
-    let mut c = start;
-    let mut ring = Vec::new();
-    for _ in 0..4 {
-        let (x0, y0) = ((c[0] - r1).floor(), (c[1] - r1).floor());
-        let (x1, y1) = ((c[0] + r1).ceil(), (c[1] + r1).ceil());
-        if x0 < 0.0 || y0 < 0.0 || x1 > (nx - 1) as f64 || y1 > (ny - 1) as f64 {
-            return c;
-        }
-        ring.clear();
-        for y in y0 as usize..=y1 as usize {
-            for x in x0 as usize..=x1 as usize {
-                let d = ((x as f64 - c[0]).powi(2) + (y as f64 - c[1]).powi(2)).sqrt();
-                if d >= r0 && d < r1 {
-                    ring.push(img[[y, x]]);
-                }
-            }
-        }
-        let bg = median(&mut ring) as f64;
-        let (mut sw, mut sx, mut sy) = (0.0, 0.0, 0.0);
-        for y in y0 as usize..=y1 as usize {
-            for x in x0 as usize..=x1 as usize {
-                let (dx, dy) = (x as f64 - c[0], y as f64 - c[1]);
-                if dx * dx + dy * dy < rin * rin {
-                    let w = bg - img[[y, x]] as f64;
-                    sw += w;
-                    sx += w * dx;
-                    sy += w * dy;
-                }
-            }
-        }
-        if sw <= 0.0 {
-            return start;
-        }
-        let step = [sx / sw, sy / sw];
-        // a step larger than the bead radius means the window holds no bead
-        if step[0].hypot(step[1]) > r.max(1.0) {
-            return start;
-        }
-        c = [c[0] + step[0], c[1] + step[1]];
-        if step[0].hypot(step[1]) < 1e-3 {
-            break;
-        }
-    }
-    c
-}
-
 /// Median of `v` (reorders it); 0 for an empty slice.
 pub fn median(v: &mut [f32]) -> f32 {
     if v.is_empty() {
@@ -292,7 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn finds_beads_at_sub_pixel_positions() {
+    fn finds_beads_within_a_binned_pixel() {
         let centres = [[40.3, 50.7], [150.6, 60.2], [90.0, 170.45], [200.25, 200.8]];
         let img = synthetic(256, 6.0, &centres, 5.0, 1);
         for bin in [1, 2] {
@@ -304,7 +242,7 @@ mod tests {
                     .iter()
                     .map(|k| (k.x - t[0]).hypot(k.y - t[1]))
                     .fold(f64::INFINITY, f64::min);
-                assert!(best < 0.3, "bin {bin}: bead {t:?} found {best} px away; {c:?}");
+                assert!(best < 0.5 * bin as f64 + 0.3, "bin {bin}: bead {t:?} found {best} px away; {c:?}");
             }
             // the four beads are the four strongest candidates
             for k in &c[..4] {

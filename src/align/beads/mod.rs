@@ -13,6 +13,7 @@
 //! tomogram mid-plane and the per-tilt shifts are as small as possible (least squares).
 //! The mean tilt angle stays the nominal mean, the mean magnification 1.
 
+pub mod centre;
 pub mod detect;
 pub mod erase;
 pub mod solve;
@@ -176,6 +177,10 @@ pub fn align(
             |d, i| d.detect(stack.index_axis(Axis(0), i), max_cands),
         )
         .collect();
+    let mut cands = cands;
+    if centre::refine_candidates(stack, &mut cands, 0.5 * diameter_px).is_none() {
+        log.push("beads: no candidate to learn the bead profile from".into());
+    }
     let n_cands: usize = cands.iter().map(|c| c.len()).sum();
     log.push(format!(
         "beads: {n_cands} candidates over {nt} tilts (threshold {} σ)",

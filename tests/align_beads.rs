@@ -156,7 +156,10 @@ fn beads_align_a_noisy_series_to_sub_pixel() {
          largest |mag − 1| {worst_mag:.5}",
         e.rms_shift_px, e.axis_error_deg, e.rms_tilt_error_deg
     );
-    assert!(e.rms_shift_px < 0.5 && e.axis_error_deg.abs() < 0.3, "{e:?}");
+    assert!(
+        e.rms_shift_px < 0.5 && e.axis_error_deg.abs() < 0.3,
+        "{e:?}"
+    );
     assert!(worst_mag < 0.01, "{worst_mag}");
 }
 
@@ -232,8 +235,12 @@ fn a_series_without_beads_is_refused_with_the_fix() {
     p.ny = 256;
     p.tilt_step_deg = 6.0;
     let sim = simulate_series(&p, 3).unwrap();
-    let err = align(sim.stack.view(), &initial(&sim, 0.0), &BeadParams::default())
-        .expect_err("a bead-free series must be refused");
+    let err = align(
+        sim.stack.view(),
+        &initial(&sim, 0.0),
+        &BeadParams::default(),
+    )
+    .expect_err("a bead-free series must be refused");
     let msg = err.to_string();
     eprintln!("{msg}");
     assert!(msg.contains("gold beads"), "{msg}");
@@ -247,12 +254,19 @@ fn a_series_without_beads_is_refused_with_the_fix() {
 fn dose_sweep() {
     println!("| dose e/Å²/tilt | beads | residual px | shift RMS px | axis err ° | tilt RMS ° | bead 3D RMS px | align s |");
     println!("|---|---|---|---|---|---|---|---|");
-    for dose in [0.25, 0.5, 1.0, 3.0, 10.0] {
+    for dose in [0.03, 0.05, 0.07, 0.1, 0.25, 1.0, 3.0, 10.0] {
         let sim = simulate_series(&params(dose, 25), 7).unwrap();
         let t = Instant::now();
-        match align(sim.stack.view(), &initial(&sim, 2.0), &BeadParams::default()) {
+        match align(
+            sim.stack.view(),
+            &initial(&sim, 2.0),
+            &BeadParams::default(),
+        ) {
             Ok(rep) => {
                 let secs = t.elapsed().as_secs_f64();
+                for l in &rep.log {
+                    eprintln!("{dose}: {l}");
+                }
                 let e = alignment_error(&rep.geometry, &sim.geometry, THICKNESS_A).unwrap();
                 let b = bead_position_rms_px(&rep, &sim, e.translation_a);
                 println!(

@@ -275,8 +275,11 @@ mod tests {
             .iter()
             .map(|i| p0.fit(&i.view(), [32.0, 32.0], r).unwrap())
             .collect();
-        let refined: Vec<(ArrayView2<f32>, [f64; 2])> =
-            imgs.iter().zip(&first).map(|(i, c)| (i.view(), *c)).collect();
+        let refined: Vec<(ArrayView2<f32>, [f64; 2])> = imgs
+            .iter()
+            .zip(&first)
+            .map(|(i, c)| (i.view(), *c))
+            .collect();
         let p1 = BeadProfile::measure(&refined, r).unwrap();
         for (img, t) in imgs.iter().zip(&truth) {
             let c = p1.fit(&img.view(), [32.0, 32.0], r).unwrap();

@@ -242,7 +242,10 @@ mod tests {
                     .iter()
                     .map(|k| (k.x - t[0]).hypot(k.y - t[1]))
                     .fold(f64::INFINITY, f64::min);
-                assert!(best < 0.5 * bin as f64 + 0.3, "bin {bin}: bead {t:?} found {best} px away; {c:?}");
+                assert!(
+                    best < 0.5 * bin as f64 + 0.3,
+                    "bin {bin}: bead {t:?} found {best} px away; {c:?}"
+                );
             }
             // the four beads are the four strongest candidates
             for k in &c[..4] {

@@ -70,7 +70,13 @@ pub fn erase(stack: &mut Array3<f32>, report: &AlignReport, diameter_a: f64) -> 
                 .collect();
             for (b, c) in centres.iter().enumerate() {
                 let seed = ((i as u64) << 32) ^ b as u64 ^ 0x5eed_bead;
-                erase_one(&mut img, *c, r, &centres, &mut ChaCha8Rng::seed_from_u64(seed));
+                erase_one(
+                    &mut img,
+                    *c,
+                    r,
+                    &centres,
+                    &mut ChaCha8Rng::seed_from_u64(seed),
+                );
             }
         });
     Ok(())
@@ -78,12 +84,21 @@ pub fn erase(stack: &mut Array3<f32>, report: &AlignReport, diameter_a: f64) -> 
 
 /// Replace the disk of radius `r` around `c` `(x, y)` by the ring-fitted plane + noise;
 /// `others` (including `c`) are the disks whose pixels the ring must avoid.
-fn erase_one(img: &mut ArrayViewMut2<f32>, c: [f64; 2], r: f64, others: &[[f64; 2]], rng: &mut ChaCha8Rng) {
+fn erase_one(
+    img: &mut ArrayViewMut2<f32>,
+    c: [f64; 2],
+    r: f64,
+    others: &[[f64; 2]],
+    rng: &mut ChaCha8Rng,
+) {
     let (ny, nx) = img.dim();
     let r1 = r + (0.5 * r).max(3.0);
     let lo = |v: f64| (v - r1).floor().max(0.0) as usize;
     let hi = |v: f64, n: usize| ((v + r1).ceil() as usize).min(n - 1);
-    if c[0] + r1 < 0.0 || c[1] + r1 < 0.0 || c[0] - r1 > (nx - 1) as f64 || c[1] - r1 > (ny - 1) as f64
+    if c[0] + r1 < 0.0
+        || c[1] + r1 < 0.0
+        || c[0] - r1 > (nx - 1) as f64
+        || c[1] - r1 > (ny - 1) as f64
     {
         return;
     }
@@ -196,7 +211,11 @@ mod tests {
         let mut g = TiltSeriesGeometry::from_angles(n, n, px, &[-30.0, 0.0, 30.0], 80.0);
         g.tilts[0].shift_x_a = 40.0;
         g.tilts[2].shift_y_a = -25.0;
-        let beads = [[-200.0, 150.0, 80.0], [250.0, -100.0, -90.0], [0.0, 0.0, 0.0]];
+        let beads = [
+            [-200.0, 150.0, 80.0],
+            [250.0, -100.0, -90.0],
+            [0.0, 0.0, 0.0],
+        ];
         let report = AlignReport {
             method: AlignMethod::Beads,
             geometry: g.clone(),
@@ -255,10 +274,16 @@ mod tests {
             for c in &centres[i] {
                 let (cb, _) = contrast(&b_img, *c, rb);
                 let (ca, sd) = contrast(&a_img, *c, rb);
-                assert!(cb > 20.0 * sd / (rb * rb * 3.0).sqrt(), "before {cb} sd {sd}");
+                assert!(
+                    cb > 20.0 * sd / (rb * rb * 3.0).sqrt(),
+                    "before {cb} sd {sd}"
+                );
                 // after: within 3 standard errors of the disk mean (≈ π r² pixels)
                 let se = sd / (std::f64::consts::PI * rb * rb).sqrt();
-                assert!(ca.abs() < 3.0 * se + 0.5, "tilt {i}: contrast {ca} (se {se})");
+                assert!(
+                    ca.abs() < 3.0 * se + 0.5,
+                    "tilt {i}: contrast {ca} (se {se})"
+                );
                 assert!((sd - 4.0).abs() < 1.0, "ring σ {sd}");
             }
         }

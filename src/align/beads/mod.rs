@@ -87,13 +87,13 @@ impl BeadParams {
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |field: &str, msg: &str| {
-            Err(Error::Config(format!(
-                "align.beads.{field}: {msg}"
-            )))
-        };
+        let bad =
+            |field: &str, msg: &str| Err(Error::Config(format!("align.beads.{field}: {msg}")));
         if !(self.bead_diameter_a.is_finite() && self.bead_diameter_a > 0.0) {
-            return bad("bead_diameter_a", "must be > 0 Å (gold beads are usually 50–150 Å)");
+            return bad(
+                "bead_diameter_a",
+                "must be > 0 Å (gold beads are usually 50–150 Å)",
+            );
         }
         if !(self.threshold_sigma.is_finite() && self.threshold_sigma > 0.0) {
             return bad("threshold_sigma", "must be > 0 (default 6)");
@@ -188,7 +188,11 @@ pub fn align(
     ));
 
     // 2. tracking
-    let nominal: Vec<f64> = initial.tilts.iter().map(|t| t.tilt_deg.to_radians()).collect();
+    let nominal: Vec<f64> = initial
+        .tilts
+        .iter()
+        .map(|t| t.tilt_deg.to_radians())
+        .collect();
     let axis0 = initial.tilts.iter().map(|t| t.axis_deg).sum::<f64>() / nt as f64;
     let search_px = if params.search_radius_a > 0.0 {
         params.search_radius_a / px
@@ -270,6 +274,24 @@ pub fn align(
             ));
         }
     }
+    // tilts the beads do not pin down
+    let mut per_tilt = vec![0usize; nt];
+    for o in obs.iter().filter(|o| o.weight > 0.0) {
+        per_tilt[o.tilt] += 1;
+    }
+    let weak: Vec<usize> = (0..nt).filter(|&i| per_tilt[i] < 3).collect();
+    if weak.len() * 10 > nt {
+        return Err(no_beads(format!(
+            "{} of {nt} tilts have fewer than 3 tracked beads ({weak:?})",
+            weak.len()
+        )));
+    }
+    if !weak.is_empty() {
+        log.push(format!(
+            "beads: WARNING: tilts {weak:?} have fewer than 3 tracked beads; their shifts \
+             are unreliable (consider excluding them)"
+        ));
+    }
     model.normalise_gauge(&nominal);
     model.recentre_xy();
     let report = build_report(initial, &model, &obs, tracking.ref_tilt, log);
@@ -333,7 +355,13 @@ fn build_report(
         ss += r2;
         n += 1;
     }
-    let rms = |s: f64, k: usize| if k > 0 { (s / k as f64).sqrt() } else { f64::NAN };
+    let rms = |s: f64, k: usize| {
+        if k > 0 {
+            (s / k as f64).sqrt()
+        } else {
+            f64::NAN
+        }
+    };
     let tilts = (0..nt)
         .map(|i| TiltResidual {
             index: i,

@@ -22,6 +22,9 @@
 
 use crate::core::geometry::{apply, matmul, rot_y, rot_z, Mat3};
 
+/// Fewest observations of a tilt for its tilt angle and magnification to be solved.
+pub const MIN_OBS_ANGLE: usize = 6;
+
 /// One tracked bead position.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Obs {
@@ -198,7 +201,8 @@ struct Layout {
 
 impl Layout {
     /// Free parameters: beads seen (weight > 0) in ≥ 2 tilts; shifts of tilts with ≥ 1
-    /// observation except the reference; angles and magnifications of tilts with ≥ 3.
+    /// observation except the reference; angles and magnifications of tilts with ≥
+    /// [`MIN_OBS_ANGLE`] (fewer beads would let them absorb mis-tracked positions).
     fn new(model: &Model, obs: &[Obs], opt: &SolveOptions) -> Layout {
         let (nb, nt) = (model.beads.len(), model.tilt_rad.len());
         let mut per_bead = vec![0usize; nb];
@@ -221,10 +225,10 @@ impl Layout {
             .map(|i| next(2, per_tilt[i] >= 1 && i != opt.ref_tilt))
             .collect();
         let tilt = (0..nt)
-            .map(|i| next(1, opt.tilts && per_tilt[i] >= 3))
+            .map(|i| next(1, opt.tilts && per_tilt[i] >= MIN_OBS_ANGLE))
             .collect();
         let mag = (0..nt)
-            .map(|i| next(1, opt.mag && per_tilt[i] >= 3))
+            .map(|i| next(1, opt.mag && per_tilt[i] >= MIN_OBS_ANGLE))
             .collect();
         let axis = next(1, opt.axis);
         Layout {
@@ -392,7 +396,11 @@ pub(super) fn cholesky_solve(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Opti
 /// enough observations are held (see [`Layout`]); gauge directions are pinned (module docs).
 pub fn solve(model: &mut Model, obs: &[Obs], opt: &SolveOptions) -> SolveStats {
     let lay = Layout::new(model, obs, opt);
-    let wsum: f64 = obs.iter().map(|o| o.weight.max(0.0)).sum::<f64>().max(1e-300);
+    let wsum: f64 = obs
+        .iter()
+        .map(|o| o.weight.max(0.0))
+        .sum::<f64>()
+        .max(1e-300);
     let mut c0 = cost(model, obs);
     let mut lambda = 1e-3;
     let mut it = 0;
@@ -543,7 +551,11 @@ mod tests {
                 .collect(),
             mag: vec![1.0; t.mag.len()],
             shift: vec![[0.0; 2]; t.shift.len()],
-            beads: t.beads.iter().map(|p| [p[0] + 3.0, p[1] - 2.0, 0.0]).collect(),
+            beads: t
+                .beads
+                .iter()
+                .map(|p| [p[0] + 3.0, p[1] - 2.0, 0.0])
+                .collect(),
         }
     }
 
@@ -570,7 +582,12 @@ mod tests {
             let a = m.predict(3, i);
             assert!((a[0] - b[0]).abs() < 1e-9 && (a[1] - b[1]).abs() < 1e-9);
         }
-        let mean_dt: f64 = m.tilt_rad.iter().zip(&nominal).map(|(a, b)| a - b).sum::<f64>();
+        let mean_dt: f64 = m
+            .tilt_rad
+            .iter()
+            .zip(&nominal)
+            .map(|(a, b)| a - b)
+            .sum::<f64>();
         assert!(mean_dt.abs() < 1e-12);
         // axis exactly; tilts up to the gauge (mean offset), differences exact
         assert!((m.axis_rad - t.axis_rad).to_degrees().abs() < 1e-6);
@@ -631,7 +648,12 @@ mod tests {
                 assert!((a[0] - c[0]).abs() < 1e-9 && (a[1] - c[1]).abs() < 1e-9);
             }
         }
-        let ss = |m: &Model| m.shift.iter().map(|s| s[0] * s[0] + s[1] * s[1]).sum::<f64>();
+        let ss = |m: &Model| {
+            m.shift
+                .iter()
+                .map(|s| s[0] * s[0] + s[1] * s[1])
+                .sum::<f64>()
+        };
         assert!(ss(&m) <= ss(&t) + 1e-9);
     }
 }

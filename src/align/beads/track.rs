@@ -168,15 +168,14 @@ pub fn track(
             .map(|b| (b, model.predict(b, i)))
             .filter(|(_, q)| inside(*q))
             .collect();
-        let taken: Vec<[f64; 2]> = obs
-            .iter()
-            .filter(|o| o.tilt == i)
-            .map(|o| o.uv)
-            .collect();
+        let taken: Vec<[f64; 2]> = obs.iter().filter(|o| o.tilt == i).map(|o| o.uv).collect();
         for (b, k) in assign(&missing, &rel[i], tol) {
             let c = rel[i][k];
             // a candidate already used by another bead is not reused
-            if taken.iter().any(|t| (t[0] - c[0]).hypot(t[1] - c[1]) < 1e-9) {
+            if taken
+                .iter()
+                .any(|t| (t[0] - c[0]).hypot(t[1] - c[1]) < 1e-9)
+            {
                 continue;
             }
             obs.push(Obs {
@@ -221,9 +220,10 @@ fn select_seeds(cands: &[Candidate], p: &TrackParams) -> Vec<usize> {
         if c.score < 0.4 * reference {
             continue;
         }
-        let crowded = cands.iter().enumerate().any(|(j, o)| {
-            j != k && o.score >= 0.5 * c.score && (o.x - c.x).hypot(o.y - c.y) < sep
-        });
+        let crowded = cands
+            .iter()
+            .enumerate()
+            .any(|(j, o)| j != k && o.score >= 0.5 * c.score && (o.x - c.x).hypot(o.y - c.y) < sep);
         if !crowded {
             out.push(k);
         }

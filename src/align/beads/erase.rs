@@ -206,6 +206,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn erased_beads_drop_to_the_noise_level() {
         let (n, px, diam_a) = (128usize, 10.0, 100.0);
         let mut g = TiltSeriesGeometry::from_angles(n, n, px, &[-30.0, 0.0, 30.0], 80.0);

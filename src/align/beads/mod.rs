@@ -210,18 +210,18 @@ pub fn align(
             "tilt stack",
             "gold beads",
             format!(
-                "{what} (need at least {}): the series has no visible gold beads of {:.0} Å \
+                "{what}: the series has no usable gold beads of {:.0} Å \
                  ({diameter_px:.1} px). Fix: set align.beads.bead_diameter_a to the real bead \
                  size, lower align.beads.threshold_sigma (now {}), or use fiducial-free \
                  alignment (align.method = \"fiducial_free\")",
-                params.min_beads, params.bead_diameter_a, params.threshold_sigma
+                params.bead_diameter_a, params.threshold_sigma
             ),
         )
     };
     if tracking.n_seeds < params.min_beads {
         return Err(no_beads(format!(
-            "found {} well-separated bead candidate(s) on the tilt nearest 0°",
-            tracking.n_seeds
+            "found {} well-separated bead candidate(s) on the tilt nearest 0° (need {})",
+            tracking.n_seeds, params.min_beads
         )));
     }
     log.push(format!(
@@ -240,8 +240,9 @@ pub fn align(
     let (mut model, mut obs) = keep_tracked(tracking.model, tracking.obs, min_obs);
     if model.beads.len() < params.min_beads {
         return Err(no_beads(format!(
-            "only {} bead(s) could be tracked through at least {min_obs} of {nt} tilts",
-            model.beads.len()
+            "only {} bead(s) could be tracked through at least {min_obs} of {nt} tilts (need {})",
+            model.beads.len(),
+            params.min_beads
         )));
     }
 

@@ -20,6 +20,9 @@
 //! So the solution keeps the initial mean tilt (nominal), mean magnification (1) and the
 //! initial z centre.
 
+// small fixed-size matrix algebra reads best with explicit indices
+#![allow(clippy::needless_range_loop)]
+
 use crate::core::geometry::{apply, matmul, rot_y, rot_z, Mat3};
 
 /// Fewest observations of a tilt for its tilt angle and magnification to be solved.

@@ -18,6 +18,7 @@
 //! tilt's image by the projection of the translation); [`evaluate`] removes that freedom
 //! before comparing with the truth.
 
+pub mod beads;
 pub mod evaluate;
 pub mod output;
 pub mod thickness;

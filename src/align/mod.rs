@@ -18,7 +18,12 @@
 //! tilt's image by the projection of the translation); [`evaluate`] removes that freedom
 //! before comparing with the truth.
 
+pub mod coarse;
 pub mod evaluate;
+pub mod fiducial_free;
+pub mod local;
+pub mod projmatch;
+pub mod xcorr;
 
 use crate::core::geometry::TiltSeriesGeometry;
 use serde::{Deserialize, Serialize};

@@ -65,11 +65,8 @@ pub fn neighbour_shifts(
             || corr.clone(),
             |c, k| {
                 let j = parent(k)?;
-                let mut a: Array2<f32> = stretch_perpendicular(
-                    images.index_axis(Axis(0), j),
-                    axis_deg,
-                    factor(k, j),
-                );
+                let mut a: Array2<f32> =
+                    stretch_perpendicular(images.index_axis(Axis(0), j), axis_deg, factor(k, j));
                 let mut b = images.index_axis(Axis(0), k).to_owned();
                 weighted_zero_mean(&mut a, window.view());
                 weighted_zero_mean(&mut b, window.view());

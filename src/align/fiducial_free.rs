@@ -45,7 +45,8 @@ pub struct FiducialFreeParams {
     pub converge_px: f64,
     /// Refine the tilt-axis angle by projection matching.
     pub refine_axis: bool,
-    /// Half range of the axis scan at the first level, degrees (halved at each finer level).
+    /// Half range of the coarse axis scan at the first projection-matching level, degrees
+    /// (a fine scan over a fifth of it follows).
     pub axis_refine_deg: f64,
     /// Refine a global tilt-angle offset by projection matching (first level only; weakly
     /// determined for thin flat specimens, see `docs/alignment.md`).
@@ -78,7 +79,7 @@ impl Default for FiducialFreeParams {
             max_iterations: 6,
             converge_px: 0.1,
             refine_axis: true,
-            axis_refine_deg: 1.5,
+            axis_refine_deg: 3.0,
             refine_tilt_offset: false,
             tilt_offset_range_deg: 1.0,
             lowpass_nyquist: 0.5,
@@ -95,9 +96,7 @@ impl FiducialFreeParams {
     /// Check the parameters; [`Error::Config`] naming the field and the fix.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, msg: String| {
-            Err(Error::Config(format!(
-                "align.fiducial_free.{field}: {msg}"
-            )))
+            Err(Error::Config(format!("align.fiducial_free.{field}: {msg}")))
         };
         if self.coarse_size < 32 {
             return bad(
@@ -137,7 +136,7 @@ impl FiducialFreeParams {
         if !pos(self.axis_refine_deg) || !pos(self.tilt_offset_range_deg) {
             return bad(
                 "axis_refine_deg/tilt_offset_range_deg",
-                "must be positive degrees (e.g. 1.5 and 1)".into(),
+                "must be positive degrees (e.g. 3 and 1)".into(),
             );
         }
         if !(self.max_shift_fraction > 0.0 && self.max_shift_fraction <= 0.5)
@@ -149,10 +148,7 @@ impl FiducialFreeParams {
             );
         }
         if !(self.min_significance.is_finite() && self.min_significance >= 0.0) {
-            return bad(
-                "min_significance",
-                "must be ≥ 0 (e.g. 7)".into(),
-            );
+            return bad("min_significance", "must be ≥ 0 (e.g. 7)".into());
         }
         if self.patch_grid < 2 {
             return bad(
@@ -185,9 +181,10 @@ impl FiducialFreeParams {
 ///    ±`axis_search_deg` (best mean correlation, quadratic fit);
 /// 2. per level of `refine_sizes`: projection matching (leave-one-out reprojections of a
 ///    slab of `slab_thickness_a`) iterating shift updates (the part explained by a 3D
-///    specimen translation removed) until the RMS update is < `converge_px`; then scans of the
-///    tilt axis (and at the first level the tilt offset) maximising the mean correlation,
-///    and shift iterations again;
+///    specimen translation removed) until the RMS update is < `converge_px`; at the first level,
+///    scans of the tilt axis (coarse ± `axis_refine_deg`, then fine over a fifth of it) and
+///    optionally of a tilt offset, re-refining the shifts at every candidate and keeping the
+///    quadratic-fit maximum of the mean correlation, then shift iterations again;
 /// 3. residuals: per tilt the RMS difference between patch shifts and the tilt's shift
 ///    update at the finest level, unbinned pixels.
 ///
@@ -307,30 +304,37 @@ pub fn align(
         let tag = format!("level {level} (bin {bin}, {bx}×{by}×{nz})");
         let (mut ev, mut upd) = shift_rounds(&m, &mut geom, params, &tag, &mut log);
         let mut rescan = false;
-        if params.refine_axis {
-            let half = params.axis_refine_deg / (1u32 << level.min(8)) as f64;
-            let a0 = geom.tilts[0].axis_deg;
-            let (best, scores) = scan(&m, &geom, a0, half, |g, a| {
-                for t in g.tilts.iter_mut() {
-                    t.axis_deg = a;
+        if params.refine_axis && level == 0 {
+            // joint scans: shifts re-refined at every candidate axis, coarse then fine
+            for half in [params.axis_refine_deg, params.axis_refine_deg / 5.0] {
+                let a0 = geom.tilts[0].axis_deg;
+                let (best, scores) = scan(a0, half, |a| {
+                    let mut g = geom.clone();
+                    for t in g.tilts.iter_mut() {
+                        t.axis_deg = a;
+                    }
+                    refined_score(&m, &mut g, params)
+                });
+                for t in geom.tilts.iter_mut() {
+                    t.axis_deg = best;
                 }
-            });
-            for t in geom.tilts.iter_mut() {
-                t.axis_deg = best;
+                log.push(format!(
+                    "{tag}: tilt-axis scan {a0:.3}° ± {half:.3}° (shifts re-refined per \
+                     axis) → {best:.3}° (score {})",
+                    fmt_scores(&scores)
+                ));
             }
-            log.push(format!(
-                "{tag}: tilt-axis scan {a0:.3}° ± {half:.3}° → {best:.3}° (score {})",
-                fmt_scores(&scores)
-            ));
             rescan = true;
         }
         if params.refine_tilt_offset && level == 0 {
             let half = params.tilt_offset_range_deg;
             let base: Vec<f64> = geom.tilts.iter().map(|t| t.tilt_deg).collect();
-            let (best, scores) = scan(&m, &geom, 0.0, half, |g, d| {
+            let (best, scores) = scan(0.0, half, |d| {
+                let mut g = geom.clone();
                 for (t, b) in g.tilts.iter_mut().zip(&base) {
                     t.tilt_deg = b + d;
                 }
+                refined_score(&m, &mut g, params)
             });
             for (t, b) in geom.tilts.iter_mut().zip(&base) {
                 t.tilt_deg = b + best;
@@ -480,7 +484,7 @@ fn shift_rounds(
             .peaks
             .iter()
             .map(|p| {
-                if p.significance >= params.min_significance {
+                if usable(p, m.max_shift_px, params) {
                     [p.dx * m.voxel_a, p.dy * m.voxel_a]
                 } else {
                     [0.0, 0.0]
@@ -490,7 +494,7 @@ fn shift_rounds(
         let weak = ev
             .peaks
             .iter()
-            .filter(|p| p.significance < params.min_significance)
+            .filter(|p| !usable(p, m.max_shift_px, params))
             .count();
         remove_translation(&mut upd, geom);
         for (t, u) in geom.tilts.iter_mut().zip(&upd) {
@@ -501,20 +505,24 @@ fn shift_rounds(
             .iter()
             .map(|u| [u[0] / m.voxel_a, u[1] / m.voxel_a])
             .collect();
-        let rms = (upd_px.iter().map(|u| u[0] * u[0] + u[1] * u[1]).sum::<f64>()
+        let rms = (upd_px
+            .iter()
+            .map(|u| u[0] * u[0] + u[1] * u[1])
+            .sum::<f64>()
             / upd_px.len().max(1) as f64)
             .sqrt();
-        let maxu = upd_px
+        let (imax, maxu) = upd_px
             .iter()
             .map(|u| u[0].hypot(u[1]))
-            .fold(0.0f64, f64::max);
+            .enumerate()
+            .fold((0, 0.0f64), |a, (i, v)| if v > a.1 { (i, v) } else { a });
         it += 1;
         log.push(format!(
             "{tag}: iteration {it}: score {:.4}, shift update RMS {rms:.3} max {maxu:.3} \
-             working px{}",
+             (tilt {imax}) working px{}",
             ev.score(),
             if weak > 0 {
-                format!(", {weak} tilts without a significant peak (kept)")
+                format!(", {weak} tilts without a significant peak inside the search radius (kept)")
             } else {
                 String::new()
             }
@@ -525,25 +533,20 @@ fn shift_rounds(
     }
 }
 
-/// Scan one geometry parameter over `centre ± half` (5 points, extended up to 2 steps while
-/// the best is at an edge), setting it with `set`, and return the quadratic-fit maximum of
-/// the projection-matching score with all `(value, score)` pairs.
-fn scan<F>(
-    m: &Matcher,
-    geom: &TiltSeriesGeometry,
-    centre: f64,
-    half: f64,
-    set: F,
-) -> (f64, Vec<(f64, f64)>)
+/// A peak counts as a shift update when it is significant and lies inside the search
+/// radius (a maximum on the radius is the edge of a slope, not a match).
+fn usable(p: &super::xcorr::Peak, radius: f64, params: &FiducialFreeParams) -> bool {
+    p.significance >= params.min_significance && p.dx.hypot(p.dy) < radius - 1.0
+}
+
+/// Scan one geometry parameter over `centre ± half` (5 points, extended by up to 2 steps
+/// while the best is at an edge), scoring each value with `eval`, and return the
+/// quadratic-fit maximum with all `(value, score)` pairs.
+fn scan<F>(centre: f64, half: f64, mut eval: F) -> (f64, Vec<(f64, f64)>)
 where
-    F: Fn(&mut TiltSeriesGeometry, f64),
+    F: FnMut(f64) -> f64,
 {
     let step = half / 2.0;
-    let eval = |v: f64| {
-        let mut g = geom.clone();
-        set(&mut g, v);
-        m.evaluate(&g).score()
-    };
     let mut scores: Vec<(f64, f64)> = (-2..=2)
         .map(|k| {
             let v = centre + k as f64 * step;
@@ -567,6 +570,20 @@ where
     scores.sort_by(|a, b| a.0.total_cmp(&b.0));
     (refine_maximum(&scores, step), scores)
 }
+
+/// Projection-matching score of `g` after `SCAN_ITERATIONS − 1` shift updates (the score of
+/// the last evaluation).
+fn refined_score(m: &Matcher, g: &mut TiltSeriesGeometry, params: &FiducialFreeParams) -> f64 {
+    let p = FiducialFreeParams {
+        max_iterations: SCAN_ITERATIONS,
+        ..params.clone()
+    };
+    let mut sink = Vec::new();
+    shift_rounds(m, g, &p, "", &mut sink).0.score()
+}
+
+/// Shift iterations per candidate of a geometry scan.
+const SCAN_ITERATIONS: usize = 3;
 
 fn fmt_scores(scores: &[(f64, f64)]) -> String {
     scores

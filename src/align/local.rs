@@ -152,7 +152,10 @@ mod tests {
         assert_eq!(r.patches.len(), 9);
         assert!(r.scatter_px < 0.1, "{r:?}");
         for p in &r.patches {
-            assert!((p.1[0] + 2.0).abs() < 0.3 && (p.1[1] - 1.0).abs() < 0.3, "{p:?}");
+            assert!(
+                (p.1[0] + 2.0).abs() < 0.3 && (p.1[1] - 1.0).abs() < 0.3,
+                "{p:?}"
+            );
         }
         // a 3 % magnification: patches 24 px from the centre move by ≈ 0.7 px
         let c = (n / 2) as f64;

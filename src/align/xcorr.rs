@@ -155,16 +155,8 @@ impl Correlator {
                 0.0
             }
         };
-        let ox = vertex(
-            map[[py, (px + nx - 1) % nx]],
-            pv,
-            map[[py, (px + 1) % nx]],
-        );
-        let oy = vertex(
-            map[[(py + ny - 1) % ny, px]],
-            pv,
-            map[[(py + 1) % ny, px]],
-        );
+        let ox = vertex(map[[py, (px + nx - 1) % nx]], pv, map[[py, (px + 1) % nx]]);
+        let oy = vertex(map[[(py + ny - 1) % ny, px]], pv, map[[(py + 1) % ny, px]]);
         Peak {
             dx: wrap(px, nx) + ox,
             dy: wrap(py, ny) + oy,
@@ -195,7 +187,10 @@ pub fn stretch_perpendicular(img: ArrayView2<f32>, axis_deg: f64, factor: f64) -
 pub fn stretch_vector(v: [f64; 2], axis_deg: f64, factor: f64) -> [f64; 2] {
     let (s, c) = axis_deg.to_radians().sin_cos();
     let dn = v[0] * c + v[1] * s;
-    [v[0] + (factor - 1.0) * dn * c, v[1] + (factor - 1.0) * dn * s]
+    [
+        v[0] + (factor - 1.0) * dn * c,
+        v[1] + (factor - 1.0) * dn * s,
+    ]
 }
 
 /// Cosine edge window `(ny, nx)`: 0 → 1 over `fraction` of each side, 1 inside.
@@ -283,7 +278,12 @@ mod tests {
     use crate::core::fourier::fourier_shift_2d;
 
     fn blobs(n: usize) -> Array2<f32> {
-        let centres = [(20.0, 30.0, 3.0), (40.0, 12.0, 2.0), (45.0, 50.0, 4.0), (12.0, 44.0, 2.5)];
+        let centres = [
+            (20.0, 30.0, 3.0),
+            (40.0, 12.0, 2.0),
+            (45.0, 50.0, 4.0),
+            (12.0, 44.0, 2.5),
+        ];
         Array2::from_shape_fn((n, n), |(y, x)| {
             centres
                 .iter()

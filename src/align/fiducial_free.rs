@@ -110,9 +110,9 @@ impl FiducialFreeParams {
                 format!("{s} px is too small: use sizes ≥ 64 (e.g. [128, 256])"),
             );
         }
-        if !(self.axis_search_deg.is_finite() && self.axis_search_deg >= 0.0)
-            || !(self.axis_step_deg.is_finite() && self.axis_step_deg > 0.0)
-        {
+        let range_ok = self.axis_search_deg.is_finite() && self.axis_search_deg >= 0.0;
+        let step_ok = self.axis_step_deg.is_finite() && self.axis_step_deg > 0.0;
+        if !(range_ok && step_ok) {
             return bad(
                 "axis_search_deg/axis_step_deg",
                 "need a range ≥ 0 and a step > 0 degrees (e.g. 4 and 1)".into(),
@@ -139,9 +139,8 @@ impl FiducialFreeParams {
                 "must be positive degrees (e.g. 3 and 1)".into(),
             );
         }
-        if !(self.max_shift_fraction > 0.0 && self.max_shift_fraction <= 0.5)
-            || !pos(self.refine_max_shift_px)
-        {
+        let fraction_ok = self.max_shift_fraction > 0.0 && self.max_shift_fraction <= 0.5;
+        if !(fraction_ok && pos(self.refine_max_shift_px)) {
             return bad(
                 "max_shift_fraction/refine_max_shift_px",
                 "need a fraction in (0, 0.5] and a radius > 0 px (e.g. 0.3 and 8)".into(),

@@ -19,9 +19,14 @@
 //! before comparing with the truth.
 
 pub mod beads;
+pub mod coarse;
 pub mod evaluate;
+pub mod fiducial_free;
+pub mod local;
 pub mod output;
+pub mod projmatch;
 pub mod thickness;
+pub mod xcorr;
 
 use crate::core::geometry::TiltSeriesGeometry;
 use serde::{Deserialize, Serialize};

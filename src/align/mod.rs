@@ -25,6 +25,7 @@ pub mod fiducial_free;
 pub mod local;
 pub mod output;
 pub mod projmatch;
+pub mod stage;
 pub mod thickness;
 pub mod xcorr;
 

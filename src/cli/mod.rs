@@ -1,6 +1,7 @@
 //! Command-line interface (clap), one file per subcommand. Each subcommand builds a typed
 //! request and calls the library; no algorithm code here.
 
+pub mod align;
 pub mod info;
 pub mod logging;
 pub mod reconstruct;
@@ -48,7 +49,10 @@ pub struct Cli {
 pub enum Command {
     /// Simulate a tilt-series dataset with full ground truth.
     Simulate(simulate::Args),
-    /// Reconstruct a tomogram from an MRC stack and IMOD .tlt (+ .xf) by weighted back-projection.
+    /// Align a tilt series (fiducial-free or gold beads): IMOD .xf/.tlt, preali stack, residual charts.
+    Align(align::Args),
+    /// Reconstruct a tomogram from an MRC stack and IMOD .tlt (+ .xf) by WBP or SIRT, at several
+    /// binnings, in slabs when needed.
     Reconstruct(reconstruct::Args),
     /// Run the pipeline described by a TOML config (MPI-parallel over tilt series).
     Run(run::Args),
@@ -60,6 +64,7 @@ pub enum Command {
 pub fn dispatch(cli: &Cli, comm: &dyn Comm) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Simulate(a) => simulate::run(a, comm),
+        Command::Align(a) => align::run(a, comm),
         Command::Reconstruct(a) => reconstruct::run(a, comm),
         Command::Run(a) => run::run(a, comm),
         Command::Info(a) => info::run(a, comm),

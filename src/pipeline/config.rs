@@ -3,8 +3,12 @@
 //! Relative paths in the file are resolved against the directory of the config file.
 //! Unknown keys are errors (a typo must not silently change a run).
 
+use crate::align::stage::AlignConfig;
 use crate::device::DeviceChoice;
 use crate::recon::filter::Filter;
+use crate::recon::plan::Method;
+use crate::recon::sirt::SupportMask;
+use crate::recon::slab::parse_bytes;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -24,6 +28,10 @@ pub struct Config {
     /// Existing tilt series to process (`[[input]]` tables).
     #[serde(default)]
     pub input: Vec<InputSeries>,
+    /// Tilt-series alignment (`[align]`); absent = no alignment stage (the input's or the
+    /// simulator's geometry is used as it is).
+    #[serde(default)]
+    pub align: Option<AlignConfig>,
     /// Reconstruction settings.
     #[serde(default)]
     pub reconstruct: ReconstructConfig,
@@ -106,13 +114,37 @@ pub struct ReconstructConfig {
     /// `auto`, `cpu` or `cuda`.
     #[serde(default)]
     pub device: DeviceChoice,
-    /// Geometry of simulated data: `truth` or `nominal`.
+    /// `wbp` (weighted back-projection with `filter`) or `sirt`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// SIRT iterations (`method = "sirt"`).
+    #[serde(default = "default_iterations")]
+    pub iterations: u32,
+    /// SIRT: clamp the volume to ≥ 0 after every iteration.
+    #[serde(default)]
+    pub positivity: bool,
+    /// SIRT support mask, e.g. `{ kind = "slab", thickness_a = 800.0 }` or
+    /// `{ kind = "cylinder", radius_a = 1000.0 }`; default none.
+    #[serde(default)]
+    pub mask: SupportMask,
+    /// Memory budget per rank for one tomogram, e.g. `"8G"` (default: 80 % of the node's
+    /// available memory divided by its ranks); larger volumes are made in slabs along Y.
+    #[serde(default)]
+    pub max_memory: Option<String>,
+    /// Geometry of simulated data without an `[align]` stage: `truth` or `nominal` (with
+    /// `[align]` the alignment starts from the nominal geometry).
     #[serde(default)]
     pub geometry: GeometrySource,
 }
 
 fn default_binnings() -> Vec<usize> {
     vec![1]
+}
+fn default_method() -> String {
+    "wbp".into()
+}
+fn default_iterations() -> u32 {
+    20
 }
 fn default_filter() -> String {
     "ramp".into()
@@ -134,12 +166,58 @@ impl Default for ReconstructConfig {
             lowpass: None,
             invert_contrast: true,
             device: DeviceChoice::Auto,
+            method: default_method(),
+            iterations: default_iterations(),
+            positivity: false,
+            mask: SupportMask::None,
+            max_memory: None,
             geometry: GeometrySource::Truth,
         }
     }
 }
 
 impl ReconstructConfig {
+    /// The reconstruction method as `recon::plan`'s type; errors name the config key.
+    pub fn method(&self, path: &Path) -> Result<Method> {
+        match self.method.as_str() {
+            "wbp" => Ok(Method::Wbp {
+                filter: self.filter(path)?,
+            }),
+            "sirt" => {
+                if self.iterations == 0 {
+                    return Err(Error::Config(format!(
+                        "{}: reconstruct.iterations = 0: SIRT needs at least 1 iteration",
+                        path.display()
+                    )));
+                }
+                Ok(Method::Sirt {
+                    iterations: self.iterations,
+                    relaxation: 1.0,
+                    positivity: self.positivity,
+                    mask: self.mask,
+                })
+            }
+            other => Err(Error::Config(format!(
+                "{}: reconstruct.method = {other:?}: use \"wbp\" or \"sirt\"",
+                path.display()
+            ))),
+        }
+    }
+
+    /// The memory budget in bytes (`max_memory`), None for the default.
+    pub fn max_memory_bytes(&self, path: &Path) -> Result<Option<u64>> {
+        match &self.max_memory {
+            None => Ok(None),
+            Some(t) => parse_bytes(t).map(Some).ok_or_else(|| {
+                Error::Config(format!(
+                    "{}: reconstruct.max_memory = {t:?}: give bytes with an optional K/M/G/T \
+                     suffix, e.g. \"8G\"",
+                    path.display()
+                ))
+            }),
+        }
+    }
+
     /// The filter as the reconstruction module's type; errors name the config key.
     pub fn filter(&self, path: &Path) -> Result<Filter> {
         match self.filter.as_str() {
@@ -236,6 +314,15 @@ impl Config {
             }
         }
         r.filter(path)?;
+        r.method(path)?;
+        r.max_memory_bytes(path)?;
+        if let Some(a) = &self.align {
+            if let Some(x) = a.axis_deg {
+                if !x.is_finite() {
+                    return err(format!("align.axis_deg = {x}: give an angle in degrees"));
+                }
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for s in &self.input {
             let n = s.series_name();

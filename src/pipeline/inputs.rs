@@ -19,6 +19,8 @@ pub struct LoadedSeries {
     pub nominal_tilts_deg: Vec<f64>,
     /// Optional ground-truth volume `[z, y, x]` at the stack pixel size.
     pub truth: Option<Array3<f32>>,
+    /// The true geometry (simulated data), to measure the alignment error.
+    pub true_geometry: Option<TiltSeriesGeometry>,
 }
 
 /// Cost of a series for work distribution: tilts × pixels (from the MRC header only).
@@ -122,6 +124,7 @@ pub fn load_input(s: &InputSeries) -> Result<LoadedSeries> {
         nominal_tilts_deg: angles,
         geometry: geom,
         truth,
+        true_geometry: None,
     })
 }
 

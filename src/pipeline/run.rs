@@ -1,4 +1,4 @@
-//! `lamella run CONFIG.toml`: the stage graph (simulate or input -> reconstruct) over the
+//! `lamella run CONFIG.toml`: the stage graph (simulate or input -> [align] -> reconstruct) over the
 //! tilt series, distributed over MPI ranks largest-first, with resume and a summary.
 //!
 //! Per series the rank that owns it writes `sim/<name>.*` (simulated data),
@@ -9,14 +9,20 @@
 use super::config::{Config, GeometrySource, InputSeries};
 use super::distribute::{assign_largest_first, items_for_rank};
 use super::inputs::{self, LoadedSeries};
-use super::summary::{RunSummary, SeriesSummary};
+use super::summary::{AlignSummary, RunSummary, SeriesSummary};
 use super::{metrics, pictures, signals, simio};
+use crate::align::evaluate::alignment_error;
+use crate::align::output as align_output;
+use crate::align::stage::{self as align_stage, AlignChoice, AlignConfig};
+use crate::align::AlignReport;
 use crate::comm::{broadcast_serde, gather_serde, Comm};
 use crate::core::geometry::TiltSeriesGeometry;
 use crate::device::Device;
 use crate::io::container::{self, RunInfo, SeriesRecord, StageRecord, TomogramRecord};
-use crate::io::mrc::{self, MrcKind};
-use crate::recon::wbp::{wbp, WbpParams};
+use crate::io::mrc;
+use crate::recon::plan::{
+    reconstruct_with_stop, CheckpointSpec, ReconstructOutcome, ReconstructSpec,
+};
 use crate::sim::{self, Preset, SeriesParams};
 use crate::{Error, Result, VERSION};
 use std::collections::BTreeMap;
@@ -235,6 +241,13 @@ pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<Run
 }
 
 fn geometry_note(cfg: &Config) -> String {
+    if let Some(a) = &cfg.align {
+        let m = match a.method {
+            AlignChoice::FiducialFree => "fiducial-free",
+            AlignChoice::Beads => "gold-bead",
+        };
+        return format!("{m} alignment from the nominal geometry");
+    }
     match (cfg.simulate.is_some(), cfg.reconstruct.geometry) {
         (true, GeometrySource::Truth) => {
             "simulated series use the true alignment (no alignment stage yet)".into()
@@ -297,10 +310,12 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
     let ts_path = ts_dir.join(format!("{}.h5", job.name));
     let summary_path = ts_dir.join(format!("{}.json", job.name));
     let recon_json = serde_json::to_string(&cfg.reconstruct).unwrap_or_default();
+    let align_json = serde_json::to_string(&cfg.align).unwrap_or_default();
     let hash = container::input_hash(&[
         VERSION.as_bytes(),
         job_key(job).as_bytes(),
         recon_json.as_bytes(),
+        align_json.as_bytes(),
     ]);
     if opts.resume {
         if let Some(s) = resumed_summary(&ts_path, &summary_path, &job.name, &hash)? {
@@ -313,37 +328,80 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         }
     }
     let mut seconds = BTreeMap::new();
-    let loaded = load_or_simulate(cfg, job, &mut seconds)?;
-    let t = Instant::now();
+    let mut loaded = load_or_simulate(cfg, job, &mut seconds)?;
     let rc = &cfg.reconstruct;
     let device = Device::select(rc.device, comm.local_rank())?;
-    let filter = rc.filter(Path::new("reconstruct.filter"))?;
+    let mut stages = Vec::new();
+    let mut pictures = Vec::new();
+    let aligned = match &cfg.align {
+        Some(ac) => Some(align_series(
+            cfg,
+            ac,
+            job,
+            &mut loaded,
+            &device,
+            &mut pictures,
+        )?),
+        None => None,
+    };
+    if let Some(a) = &aligned {
+        seconds.insert("align".to_string(), a.seconds);
+        stages.push(StageRecord {
+            name: "align".into(),
+            input_hash: hash.clone(),
+            seconds: a.seconds,
+            complete: true,
+        });
+    }
+    let t = Instant::now();
     let g = &loaded.geometry;
-    let thickness_a = rc.thickness_a.unwrap_or_else(|| match &loaded.truth {
-        Some(t) => t.dim().0 as f64 * g.pixel_a,
-        None => (g.nx.min(g.ny) as f64 / 4.0) * g.pixel_a,
-    });
+    let slab_thickness = aligned.as_ref().and_then(|a| a.report.thickness_a);
+    let thickness_a = rc
+        .thickness_a
+        .or(slab_thickness.map(|t| t * SLAB_MARGIN))
+        .unwrap_or_else(|| match &loaded.truth {
+            Some(t) => t.dim().0 as f64 * g.pixel_a,
+            None => (g.nx.min(g.ny) as f64 / 4.0) * g.pixel_a,
+        });
+    let key = Path::new("reconstruct");
+    let spec = ReconstructSpec {
+        method: rc.method(key)?,
+        binnings: rc.binnings.clone(),
+        thickness_a,
+        lowpass: rc.lowpass,
+        invert_contrast: rc.invert_contrast,
+        max_memory_bytes: rc.max_memory_bytes(key)?,
+        checkpoint: Some(CheckpointSpec {
+            dir: cfg.out.join("checkpoints").join(&job.name),
+            every: 0,
+            resume: opts.resume,
+        }),
+    };
+    let rels: Vec<String> = rc
+        .binnings
+        .iter()
+        .map(|b| format!("tomograms/{}_bin{b}.mrc", job.name))
+        .collect();
+    let outputs: Vec<PathBuf> = rels.iter().map(|r| cfg.out.join(r)).collect();
+    let stop = signals::stop_requested;
+    let made = match reconstruct_with_stop(loaded.stack.view(), g, &spec, &device, &outputs, &stop)?
+    {
+        ReconstructOutcome::Complete(v) => v,
+        ReconstructOutcome::Interrupted(i) => {
+            return Err(Error::Runtime(format!(
+                "{i}; run again with --resume to continue"
+            )))
+        }
+    };
     let mut tomograms = Vec::new();
     let mut corr = BTreeMap::new();
     let mut files = Vec::new();
-    let mut pictures = Vec::new();
-    for &bin in &rc.binnings {
-        let params = WbpParams {
-            bin,
-            thickness_px: ((thickness_a / (g.pixel_a * bin as f64)).round() as usize).max(1),
-            filter,
-            lowpass: rc.lowpass,
-            invert_contrast: rc.invert_contrast,
+    for (tomo, rel) in made.into_iter().zip(rels) {
+        let bin = tomo.bin;
+        let vol = match tomo.volume {
+            Some(v) => v,
+            None => mrc::read(&tomo.path)?.data,
         };
-        let vol = wbp(loaded.stack.view(), g, &params, &device)?;
-        let rel = format!("tomograms/{}_bin{bin}.mrc", job.name);
-        let pixel = g.pixel_a * bin as f64;
-        mrc::write(
-            &cfg.out.join(&rel),
-            vol.view(),
-            pixel as f32,
-            MrcKind::Volume,
-        )?;
         pictures.extend(pictures::write_volume_pictures(
             &cfg.out,
             &format!("{}_bin{bin}", job.name),
@@ -364,7 +422,7 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         }
         tomograms.push(TomogramRecord {
             bin,
-            pixel_a: pixel,
+            pixel_a: tomo.pixel_a,
             kind: "full".into(),
             data: vol,
             mrc_path: Some(rel.clone()),
@@ -378,15 +436,18 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         geometry: loaded.geometry.clone(),
         nominal_tilts_deg: loaded.nominal_tilts_deg.clone(),
         tomograms,
-        stages: vec![StageRecord {
-            name: "reconstruct".into(),
-            input_hash: hash,
-            seconds: recon_s,
-            complete: true,
-        }],
+        stages: {
+            stages.push(StageRecord {
+                name: "reconstruct".into(),
+                input_hash: hash,
+                seconds: recon_s,
+                complete: true,
+            });
+            stages
+        },
         truth_correlation: corr.values().next().copied(),
         rank: comm.rank(),
-        alignment: None,
+        alignment: aligned.as_ref().map(|a| a.report.clone()),
     };
     let summary = SeriesSummary {
         name: job.name.clone(),
@@ -399,6 +460,7 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         tomograms: files,
         pictures,
         resumed: false,
+        alignment: aligned.map(|a| a.summary),
         error: None,
         error_code: None,
     };
@@ -438,9 +500,9 @@ fn load_or_simulate(
             let s = sim::simulate_series(params, *seed)?;
             simio::write_series(&cfg.out.join("sim"), &s)?;
             seconds.insert("simulate".into(), t.elapsed().as_secs_f64());
-            let geometry = match cfg.reconstruct.geometry {
-                GeometrySource::Truth => s.geometry.clone(),
-                GeometrySource::Nominal => nominal_geometry(&s.geometry, &s.nominal_tilts_deg),
+            let geometry = match (&cfg.align, cfg.reconstruct.geometry) {
+                (None, GeometrySource::Truth) => s.geometry.clone(),
+                _ => nominal_geometry(&s.geometry, &s.nominal_tilts_deg),
             };
             Ok(LoadedSeries {
                 name: s.name,
@@ -448,6 +510,7 @@ fn load_or_simulate(
                 geometry,
                 nominal_tilts_deg: s.nominal_tilts_deg,
                 truth: Some(s.truth_volume),
+                true_geometry: Some(s.geometry),
             })
         }
         Source::Input(inp) => {
@@ -456,6 +519,83 @@ fn load_or_simulate(
             Ok(l)
         }
     }
+}
+
+/// The reconstruction is this much thicker than the specimen slab found by the alignment.
+const SLAB_MARGIN: f64 = 1.3;
+
+/// What the alignment stage leaves for the rest of [`process`].
+struct Aligned {
+    report: AlignReport,
+    summary: AlignSummary,
+    seconds: f64,
+}
+
+/// The alignment stage of one series: align (replacing `loaded.geometry`, and the stack
+/// when beads were erased), write `align/<name>.{xf,tlt}`, the preali stack and the
+/// residual charts (added to `pictures`), and measure the error against the truth when it
+/// is known.
+fn align_series(
+    cfg: &Config,
+    ac: &AlignConfig,
+    job: &Job,
+    loaded: &mut LoadedSeries,
+    device: &Device,
+    pictures: &mut Vec<(String, String)>,
+) -> Result<Aligned> {
+    let t = Instant::now();
+    let out = align_stage::run(loaded.stack.view(), &loaded.geometry, ac, device)?;
+    let dir = cfg.out.join("align");
+    let f = align_output::write_outputs(&dir, &job.name, loaded.stack.view(), &out.report)?;
+    let rel = |p: &Path| {
+        p.strip_prefix(&cfg.out)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
+    };
+    pictures.push((
+        format!("{}: alignment residual per tilt", job.name),
+        format!("../{}", rel(&f.residuals_png)),
+    ));
+    pictures.push((
+        format!("{}: alignment shifts per tilt", job.name),
+        format!("../{}", rel(&f.shifts_png)),
+    ));
+    let error = match &loaded.true_geometry {
+        Some(tg) => {
+            let thick = loaded
+                .truth
+                .as_ref()
+                .map(|v| v.dim().0 as f64 * tg.pixel_a)
+                .unwrap_or(tg.nx as f64 * tg.pixel_a / 4.0);
+            let e = alignment_error(&out.report.geometry, tg, thick)?;
+            tracing::info!(
+                rms_shift_px = e.rms_shift_px,
+                axis_error_deg = e.axis_error_deg,
+                tilt_offset_deg = e.tilt_offset_deg,
+                rms_reprojection_px = e.rms_reprojection_px,
+                "alignment vs truth"
+            );
+            Some(e)
+        }
+        None => None,
+    };
+    loaded.geometry = out.report.geometry.clone();
+    if let Some(s) = out.erased {
+        loaded.stack = s;
+    }
+    let summary = AlignSummary {
+        method: out.report.method.name().to_string(),
+        rms_residual_px: out.report.rms_residual_px,
+        thickness_a: out.report.thickness_a,
+        error,
+        files: [&f.xf, &f.tlt, &f.preali].iter().map(|p| rel(p)).collect(),
+    };
+    Ok(Aligned {
+        report: out.report,
+        summary,
+        seconds: t.elapsed().as_secs_f64(),
+    })
 }
 
 /// The true geometry with nominal angles and no shifts (what the microscope reports).

@@ -28,10 +28,28 @@ pub struct SeriesSummary {
     pub pictures: Vec<(String, String)>,
     /// True when `--resume` found this series complete and skipped it.
     pub resumed: bool,
+    /// Alignment outcome, when an alignment stage ran.
+    #[serde(default)]
+    pub alignment: Option<AlignSummary>,
     /// Error message when the series failed.
     pub error: Option<String>,
     /// Exit code of the failure (DESIGN §6).
     pub error_code: Option<i32>,
+}
+
+/// What the alignment stage found (and, for simulated data, how far from the truth).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct AlignSummary {
+    /// `fiducial_free` or `beads`.
+    pub method: String,
+    /// RMS residual, unbinned pixels.
+    pub rms_residual_px: f64,
+    /// Estimated specimen thickness, Å.
+    pub thickness_a: Option<f64>,
+    /// Error against the true geometry (simulated data only).
+    pub error: Option<crate::align::evaluate::AlignmentError>,
+    /// Alignment files, relative to the output directory (`.xf`, `.tlt`, preali stack).
+    pub files: Vec<String>,
 }
 
 /// The whole run.
@@ -79,6 +97,13 @@ impl RunSummary {
         for b in &bins {
             out.push_str(&format!(" {:>10}", format!("corr {b}")));
         }
+        let aligned = self.series.iter().any(|s| s.alignment.is_some());
+        if aligned {
+            out.push_str(&format!(
+                " {:>9} {:>10} {:>9}",
+                "resid px", "shift err", "axis err"
+            ));
+        }
         out.push_str("  status\n");
         for s in &self.series {
             out.push_str(&format!(
@@ -99,6 +124,20 @@ impl RunSummary {
                     Some(v) => out.push_str(&format!(" {v:>10.3}")),
                     None => out.push_str(&format!(" {:>10}", "-")),
                 }
+            }
+            if aligned {
+                let a = s.alignment.as_ref();
+                let e = a.and_then(|a| a.error.as_ref());
+                let cell = |v: Option<f64>, unit: &str| match v {
+                    Some(v) => format!("{v:.2}{unit}"),
+                    None => "-".into(),
+                };
+                out.push_str(&format!(
+                    " {:>9} {:>10} {:>9}",
+                    cell(a.map(|a| a.rms_residual_px), ""),
+                    cell(e.map(|e| e.rms_shift_px), " px"),
+                    cell(e.map(|e| e.axis_error_deg), "°"),
+                ));
             }
             let status = match (&s.error, s.resumed) {
                 (Some(e), _) => format!("FAILED: {e}"),

@@ -160,7 +160,6 @@ pub struct SirtProgress<'a> {
     pub weighted_residuals: &'a [f64],
 }
 
-
 /// Row and column sums below this give a zero weight (ASTRA's threshold).
 const MIN_SUM: f32 = 1e-6;
 

@@ -318,7 +318,13 @@ fn bp_tile(
 /// bilinear expression, for `YC` lanes (fixed length: vectorised; both rows are loaded from
 /// the columns, not from a stored temporary, which would stall store forwarding).
 #[inline(always)]
-fn bp_lanes_full(dst: &mut [f32], c0: &[f32], c1: &[f32], (gx, wx): (f32, f32), (gy, fy): (f32, f32)) {
+fn bp_lanes_full(
+    dst: &mut [f32],
+    c0: &[f32],
+    c1: &[f32],
+    (gx, wx): (f32, f32),
+    (gy, fy): (f32, f32),
+) {
     let dst: &mut [f32; YC] = dst.try_into().expect("YC lanes");
     let c0: &[f32; YC + 1] = c0.try_into().expect("YC + 1 rows");
     let c1: &[f32; YC + 1] = c1.try_into().expect("YC + 1 rows");

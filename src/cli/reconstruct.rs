@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Exit code of a run stopped by a signal with its state checkpointed (`--resume` continues).
-pub const EXIT_INTERRUPTED: i32 = 5;
+pub const EXIT_INTERRUPTED: i32 = 4;
 
 /// Reconstruct one tilt series by weighted back-projection or SIRT, at one or several
 /// binnings, in slabs along Y when the volume exceeds the memory budget.
@@ -25,7 +25,7 @@ pub const EXIT_INTERRUPTED: i32 = 5;
       (writes ts_bin2.mrc and ts_bin4.mrc from one pre-processing pass)
   lamella reconstruct --stack ts.mrc --tlt ts.tlt --method sirt --iterations 30 --positivity \\
       --mask cylinder --max-memory 2G --checkpoint-every 5 --out ts_sirt.mrc
-  (after SIGTERM/SIGUSR1: the same command with --resume continues where it stopped; exit code 5
+  (after SIGTERM/SIGUSR1: the same command with --resume continues where it stopped; exit code 4
    means interrupted with the state saved)")]
 pub struct Args {
     /// Tilt stack (MRC, [tilt, y, x]).

@@ -7,8 +7,8 @@
 
 mod common;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use common::{projections, quick, volume, VOXEL_A};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lamella::device::{Device, DeviceChoice};
 use lamella::recon::project::{forward_project, forward_project_cpu};
 
@@ -30,9 +30,13 @@ fn bench(c: &mut Criterion) {
             b.iter(|| forward_project_cpu(vol.view(), &projs, (n, n), VOXEL_A))
         });
         if let Some(dev) = &cuda {
-            group.bench_with_input(BenchmarkId::new(format!("cuda/{kind}"), &id), &(), |b, _| {
-                b.iter(|| forward_project(dev, vol.view(), &projs, (n, n), VOXEL_A).unwrap())
-            });
+            group.bench_with_input(
+                BenchmarkId::new(format!("cuda/{kind}"), &id),
+                &(),
+                |b, _| {
+                    b.iter(|| forward_project(dev, vol.view(), &projs, (n, n), VOXEL_A).unwrap())
+                },
+            );
         }
     }
     group.finish();

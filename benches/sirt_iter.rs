@@ -9,8 +9,8 @@
 
 mod common;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use common::{images, projections, quick, VOXEL_A};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lamella::device::{Device, DeviceChoice};
 use lamella::recon::backproject::backproject;
 use lamella::recon::project::forward_project;
@@ -39,20 +39,25 @@ fn bench(c: &mut Criterion) {
         let id = format!("61x{n}x{n}_{n}x{n}x{nz}");
         for (name, dev) in &devices {
             let mut x = Array3::<f32>::from_elem(shape, 0.01);
-            group.bench_with_input(BenchmarkId::new(format!("{name}/{kind}"), &id), &(), |bch, _| {
-                bch.iter(|| {
-                    let mut res = forward_project(dev, x.view(), &projs, (n, n), VOXEL_A).unwrap();
-                    Zip::from(&mut res)
-                        .and(&b)
-                        .and(&r)
-                        .par_for_each(|e, &bv, &w| *e = (bv - *e) * w);
-                    let g = backproject(dev, res.view(), &projs, shape, VOXEL_A).unwrap();
-                    Zip::from(&mut x)
-                        .and(&cw)
-                        .and(&g)
-                        .par_for_each(|xv, &cv, &gv| *xv += cv * gv);
-                })
-            });
+            group.bench_with_input(
+                BenchmarkId::new(format!("{name}/{kind}"), &id),
+                &(),
+                |bch, _| {
+                    bch.iter(|| {
+                        let mut res =
+                            forward_project(dev, x.view(), &projs, (n, n), VOXEL_A).unwrap();
+                        Zip::from(&mut res)
+                            .and(&b)
+                            .and(&r)
+                            .par_for_each(|e, &bv, &w| *e = (bv - *e) * w);
+                        let g = backproject(dev, res.view(), &projs, shape, VOXEL_A).unwrap();
+                        Zip::from(&mut x)
+                            .and(&cw)
+                            .and(&g)
+                            .par_for_each(|xv, &cv, &gv| *xv += cv * gv);
+                    })
+                },
+            );
         }
     }
     group.finish();

@@ -8,8 +8,8 @@
 
 mod common;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use common::{images, projections, quick, VOXEL_A};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lamella::device::{Device, DeviceChoice};
 use lamella::recon::backproject::{backproject, backproject_cpu, is_separable};
 
@@ -38,9 +38,11 @@ fn bench(c: &mut Criterion) {
             b.iter(|| backproject_cpu(imgs.view(), &projs, shape, VOXEL_A))
         });
         if let Some(dev) = &cuda {
-            group.bench_with_input(BenchmarkId::new(format!("cuda/{kind}"), &id), &(), |b, _| {
-                b.iter(|| backproject(dev, imgs.view(), &projs, shape, VOXEL_A).unwrap())
-            });
+            group.bench_with_input(
+                BenchmarkId::new(format!("cuda/{kind}"), &id),
+                &(),
+                |b, _| b.iter(|| backproject(dev, imgs.view(), &projs, shape, VOXEL_A).unwrap()),
+            );
         }
     }
     group.finish();

@@ -27,12 +27,16 @@ pub fn projections(n: usize, axis_deg: f64) -> Vec<Projection> {
 
 /// Deterministic non-trivial images `[61, n, n]`.
 pub fn images(n: usize) -> Array3<f32> {
-    Array3::from_shape_fn((61, n, n), |(t, y, x)| ((t * 7 + y * 13 + x * 3) % 17) as f32)
+    Array3::from_shape_fn((61, n, n), |(t, y, x)| {
+        ((t * 7 + y * 13 + x * 3) % 17) as f32
+    })
 }
 
 /// Deterministic non-trivial volume `[nz, n, n]`.
 pub fn volume(n: usize, nz: usize) -> Array3<f32> {
-    Array3::from_shape_fn((nz, n, n), |(z, y, x)| ((z * 5 + y * 11 + x * 3) % 13) as f32)
+    Array3::from_shape_fn((nz, n, n), |(z, y, x)| {
+        ((z * 5 + y * 11 + x * 3) % 13) as f32
+    })
 }
 
 /// Criterion settings that keep `make bench` to a few minutes.

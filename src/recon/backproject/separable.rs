@@ -139,6 +139,8 @@ pub(crate) fn detect(
 /// Volume lines per SIMD run (the lanes) and planes per back-projection task.
 const YC: usize = 16;
 const ZT: usize = 8;
+/// Voxels along x per block of the back-projector's tile loop.
+const XB: usize = 128;
 /// Planes per block of the forward projector's transposed volume copy.
 const ZB: usize = 8;
 /// Rows of one forward-projection column segment: the `YC` lanes and the row below.
@@ -241,24 +243,15 @@ unsafe fn bp_tile_avx2(
     bp_tile(acc, store, sep, z, y, nx)
 }
 
-/// The `ix` range of one plane whose `s = sl + ix·a` lies inside `[0, smax]`, as a list of
-/// in-range `ix` runs (one run, or every in-range voxel when the estimate failed).
+/// The `ix` of one plane whose `s = sl + ix·a` lies inside `[0, smax]`: `(lo, hi, check)`,
+/// where `check` says that the range is the whole line and each voxel must be tested (the
+/// interval estimate failed). Callers loop without closures, so that the loop body is
+/// compiled inside their `target_feature` function.
 #[inline(always)]
-fn for_each_inside(nx: usize, sl: f32, a: f32, smax: f32, mut f: impl FnMut(usize, f32)) {
+fn inside(nx: usize, sl: f32, a: f32, smax: f32) -> (usize, usize, bool) {
     match inside_range(nx, (sl, a), (0.0, 0.0), (smax, 1.0)) {
-        Some((lo, hi)) => {
-            for ix in lo..hi {
-                f(ix, sl + ix as f32 * a);
-            }
-        }
-        None => {
-            for ix in 0..nx {
-                let s = sl + ix as f32 * a;
-                if s >= 0.0 && s <= smax {
-                    f(ix, s);
-                }
-            }
-        }
+        Some((lo, hi)) => (lo, hi, false),
+        None => (0, nx, true),
     }
 }
 
@@ -284,32 +277,40 @@ fn bp_tile(
     let ns = sep.ns;
     let plane = ns * ld;
     let smax = (ns - 1) as f32;
-    for (t, st) in sep.tilts.iter().enumerate() {
-        let Some((jlo, jhi)) = lanes(st, y0, nyt) else {
-            continue;
-        };
-        let img = &store[t * plane..(t + 1) * plane];
-        // row of lane j is y0 + j + k ≥ 0 for j ≥ jlo
-        let row0 = (y0 as isize + st.k + jlo as isize) as usize;
-        let (gy, fy) = (1.0 - st.fy, st.fy);
-        let n = jhi - jlo;
-        for dz in 0..nzt {
-            let sl = st.s0 + (z0 + dz) as f32 * st.b;
-            let a = &mut acc[dz * nx * YC..(dz + 1) * nx * YC];
-            for_each_inside(nx, sl, st.a, smax, |ix, s| {
-                // s ≥ 0: truncation is floor (as the reference)
-                let x0 = (s as usize).min(ns - 2);
-                let wx = s - x0 as f32;
-                let gx = 1.0 - wx;
-                let c0 = &img[x0 * ld + row0..x0 * ld + row0 + n + 1];
-                let c1 = &img[(x0 + 1) * ld + row0..(x0 + 1) * ld + row0 + n + 1];
-                let dst = &mut a[ix * YC + jlo..ix * YC + jhi];
-                if n == YC {
-                    bp_lanes_full(dst, c0, c1, (gx, wx), (gy, fy));
-                } else {
-                    bp_lanes(dst, c0, c1, (gx, wx), (gy, fy));
+    // x blocks: each tilt's image band for XB voxels stays in L1 across the tile's planes
+    for xb in (0..nx).step_by(XB) {
+        for (t, st) in sep.tilts.iter().enumerate() {
+            let Some((jlo, jhi)) = lanes(st, y0, nyt) else {
+                continue;
+            };
+            let img = &store[t * plane..(t + 1) * plane];
+            // row of lane j is y0 + j + k ≥ 0 for j ≥ jlo
+            let row0 = (y0 as isize + st.k + jlo as isize) as usize;
+            let (gy, fy) = (1.0 - st.fy, st.fy);
+            let n = jhi - jlo;
+            for dz in 0..nzt {
+                let sl = st.s0 + (z0 + dz) as f32 * st.b;
+                let a = &mut acc[dz * nx * YC..(dz + 1) * nx * YC];
+                let (lo, hi, check) = inside(nx, sl, st.a, smax);
+                for ix in lo.max(xb)..hi.min(xb + XB) {
+                    let s = sl + ix as f32 * st.a;
+                    if check && !(s >= 0.0 && s <= smax) {
+                        continue;
+                    }
+                    // s ≥ 0: truncation is floor (as the reference)
+                    let x0 = (s as usize).min(ns - 2);
+                    let wx = s - x0 as f32;
+                    let gx = 1.0 - wx;
+                    let c0 = &img[x0 * ld + row0..x0 * ld + row0 + n + 1];
+                    let c1 = &img[(x0 + 1) * ld + row0..(x0 + 1) * ld + row0 + n + 1];
+                    let dst = &mut a[ix * YC + jlo..ix * YC + jhi];
+                    if n == YC {
+                        bp_lanes_full(dst, c0, c1, (gx, wx), (gy, fy));
+                    } else {
+                        bp_lanes(dst, c0, c1, (gx, wx), (gy, fy));
+                    }
                 }
-            });
+            }
         }
     }
 }
@@ -472,7 +473,12 @@ fn fp_block(
         let (gy, fy) = (1.0 - st.fy, st.fy);
         for dz in 0..nzb {
             let sl = st.s0 + (zb + dz) as f32 * st.b;
-            for_each_inside(nx, sl, st.a, smax, |ix, s| {
+            let (lo, hi, check) = inside(nx, sl, st.a, smax);
+            for ix in lo..hi {
+                let s = sl + ix as f32 * st.a;
+                if check && !(s >= 0.0 && s <= smax) {
+                    continue;
+                }
                 let x0 = (s as usize).min(ns - 2);
                 let wx = s - x0 as f32;
                 let gx = 1.0 - wx;
@@ -496,7 +502,7 @@ fn fp_block(
                     l0[r] += col[r] * gx;
                     l1[r] += col[r] * wx;
                 }
-            });
+            }
         }
     }
 }

@@ -8,25 +8,8 @@ use lamella::align::evaluate::alignment_error;
 use lamella::core::geometry::TiltSeriesGeometry;
 use lamella::io::imod::{read_tlt, read_xf};
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn lamella() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lamella"));
-    c.env("LAMELLA_SHARED_DATA", common::shared_data());
-    c.env_remove("RUST_LOG");
-    c
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{lamella, ok};
 
 /// Bounds for `tiny_02` of the `tiny` preset (96² at 10 Å, 31 tilts, axis 85°, shifts σ
 /// 1.5 px, angle errors σ 0.2°, seed 11): measured 0.56 px and 1.1° (docs/alignment.md).

@@ -4,25 +4,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn lamella() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lamella"));
-    c.env("LAMELLA_SHARED_DATA", common::shared_data());
-    c.env_remove("RUST_LOG");
-    c
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{lamella, ok};
 
 /// `mpirun` with the flags OpenMPI needs as root and when oversubscribing, or None (SKIP)
 /// when there is no mpirun and LAMELLA_REQUIRE_MPI is not set.

@@ -1,11 +1,11 @@
 //! `lamella align`.
 
+use super::SeriesArgs;
 use crate::align::output::write_outputs;
 use crate::align::stage::{self, AlignChoice, AlignConfig};
 use crate::comm::Comm;
 use crate::device::{Device, DeviceChoice};
 use crate::io::mrc::{self, MrcKind};
-use crate::pipeline::config::InputSeries;
 use crate::pipeline::inputs;
 use std::path::PathBuf;
 
@@ -15,21 +15,9 @@ use std::path::PathBuf;
     after_help = "Example:\n  lamella align --stack ts.mrc --tlt ts.rawtlt --axis 85 --pixel 8 --out align/\n  lamella align --stack ts.mrc --mdoc ts.mrc.mdoc --method beads --bead-diameter 100 --out align/\nWrites <out>/<name>.xf, <name>.tlt, <name>_preali.mrc, <name>_residuals.png, <name>_shifts.png\n(and <name>_erased.mrc with --method beads)."
 )]
 pub struct Args {
-    /// Tilt stack (MRC, [tilt, y, x]).
-    #[arg(long)]
-    pub stack: PathBuf,
-    /// Nominal tilt angles (IMOD .tlt/.rawtlt, degrees, one per image).
-    #[arg(long)]
-    pub tlt: Option<PathBuf>,
-    /// SerialEM .mdoc (angles, dose, pixel size, tilt axis) when there is no .tlt.
-    #[arg(long)]
-    pub mdoc: Option<PathBuf>,
-    /// Pixel size in Å (default: the MRC header / mdoc).
-    #[arg(long)]
-    pub pixel: Option<f64>,
-    /// Approximate tilt-axis angle in degrees CCW from +Y (default: the mdoc's).
-    #[arg(long)]
-    pub axis: Option<f64>,
+    /// The tilt series (nominal angles; `--axis` is the approximate tilt-axis angle).
+    #[command(flatten)]
+    pub series: SeriesArgs,
     /// Alignment method.
     #[arg(long, value_enum, default_value = "fiducial-free")]
     pub method: MethodArg,
@@ -67,16 +55,7 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
     if comm.rank() != 0 {
         return Ok(0);
     }
-    let input = InputSeries {
-        name: a.name.clone(),
-        stack: a.stack.clone(),
-        tlt: a.tlt.clone(),
-        xf: None,
-        mdoc: a.mdoc.clone(),
-        pixel_a: a.pixel,
-        axis_deg: a.axis,
-        truth: None,
-    };
+    let input = a.series.input(a.name.clone(), None, None);
     let s = inputs::load_input(&input)?;
     let mut cfg = AlignConfig {
         method: match a.method {

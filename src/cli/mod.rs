@@ -11,6 +11,48 @@ pub mod simulate;
 use crate::comm::Comm;
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// The options that name a tilt series on disk (shared by `align` and `reconstruct`).
+#[derive(Debug, clap::Args)]
+pub struct SeriesArgs {
+    /// Tilt stack (MRC, [tilt, y, x]).
+    #[arg(long)]
+    pub stack: std::path::PathBuf,
+    /// Tilt angles (IMOD .tlt/.rawtlt, degrees, one per image).
+    #[arg(long)]
+    pub tlt: Option<std::path::PathBuf>,
+    /// SerialEM .mdoc (angles, dose, pixel size, tilt axis) when there is no .tlt.
+    #[arg(long)]
+    pub mdoc: Option<std::path::PathBuf>,
+    /// Pixel size in Å (default: the MRC header / mdoc).
+    #[arg(long)]
+    pub pixel: Option<f64>,
+    /// Tilt-axis angle in degrees CCW from +Y (default: the .xf / mdoc).
+    #[arg(long)]
+    pub axis: Option<f64>,
+}
+
+impl SeriesArgs {
+    /// The input description the pipeline loader takes, with an optional name, `.xf` and
+    /// truth volume.
+    pub fn input(
+        &self,
+        name: Option<String>,
+        xf: Option<std::path::PathBuf>,
+        truth: Option<std::path::PathBuf>,
+    ) -> crate::pipeline::config::InputSeries {
+        crate::pipeline::config::InputSeries {
+            name,
+            stack: self.stack.clone(),
+            tlt: self.tlt.clone(),
+            xf,
+            mdoc: self.mdoc.clone(),
+            pixel_a: self.pixel,
+            axis_deg: self.axis,
+            truth,
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {

@@ -1,8 +1,8 @@
 //! `lamella reconstruct`.
 
+use super::SeriesArgs;
 use crate::comm::Comm;
 use crate::device::{Device, DeviceChoice};
-use crate::pipeline::config::InputSeries;
 use crate::pipeline::{inputs, metrics, signals};
 use crate::recon::filter::Filter;
 use crate::recon::plan::{
@@ -28,24 +28,12 @@ pub const EXIT_INTERRUPTED: i32 = 4;
   (after SIGTERM/SIGUSR1: the same command with --resume continues where it stopped; exit code 4
    means interrupted with the state saved)")]
 pub struct Args {
-    /// Tilt stack (MRC, [tilt, y, x]).
-    #[arg(long)]
-    pub stack: PathBuf,
-    /// Tilt angles (IMOD .tlt, degrees, one per image).
-    #[arg(long)]
-    pub tlt: Option<PathBuf>,
+    /// The tilt series.
+    #[command(flatten)]
+    pub series: SeriesArgs,
     /// IMOD .xf alignment (tilt-axis rotation and shifts per image).
     #[arg(long)]
     pub xf: Option<PathBuf>,
-    /// SerialEM .mdoc (angles, dose, pixel size, tilt axis) when there is no .tlt.
-    #[arg(long)]
-    pub mdoc: Option<PathBuf>,
-    /// Pixel size in Å (default: the MRC header).
-    #[arg(long)]
-    pub pixel: Option<f64>,
-    /// Tilt-axis angle in degrees CCW from +Y, when there is no .xf.
-    #[arg(long)]
-    pub axis: Option<f64>,
     /// Binning factors (Fourier cropping), e.g. `--bin 2` or `--bin 2,4,8`: one tomogram each,
     /// from one pre-processing pass.
     #[arg(long, value_delimiter = ',', num_args = 1.., default_value = "1")]
@@ -180,16 +168,7 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
     let max_memory_bytes = a.max_memory;
     let sa = &a.sirt;
     signals::install();
-    let input = InputSeries {
-        name: None,
-        stack: a.stack.clone(),
-        tlt: a.tlt.clone(),
-        xf: a.xf.clone(),
-        mdoc: a.mdoc.clone(),
-        pixel_a: a.pixel,
-        axis_deg: a.axis,
-        truth: a.truth.clone(),
-    };
+    let input = a.series.input(None, a.xf.clone(), a.truth.clone());
     let s = inputs::load_input(&input)?;
     let g = &s.geometry;
     let b0 = a.bin[0];

@@ -111,3 +111,24 @@ pub fn project_gaussian_blobs(
     }
     out
 }
+
+/// The built `lamella` binary with `LAMELLA_SHARED_DATA` set and `RUST_LOG` removed.
+pub fn lamella() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lamella"));
+    c.env("LAMELLA_SHARED_DATA", shared_data());
+    c.env_remove("RUST_LOG");
+    c
+}
+
+/// Assert that a command succeeded (printing its code, stdout and stderr otherwise) and
+/// return its stdout.
+pub fn ok(out: std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

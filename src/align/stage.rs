@@ -35,7 +35,9 @@ pub struct AlignConfig {
     pub axis_deg: Option<f64>,
     /// Find the specimen slab after alignment, level it (tilt offset = pitch), centre the
     /// tomogram on it and use its thickness when `reconstruct.thickness_a` is not set.
-    #[serde(default = "yes")]
+    /// Off by default: the variance-profile estimate is pulled to the surface by gold beads
+    /// (docs/alignment.md).
+    #[serde(default)]
     pub level: bool,
     /// Erase gold beads from the stack before reconstruction (bead alignment only).
     #[serde(default = "yes")]
@@ -57,7 +59,7 @@ impl Default for AlignConfig {
         AlignConfig {
             method: AlignChoice::default(),
             axis_deg: None,
-            level: true,
+            level: false,
             erase_beads: true,
             fiducial_free: Default::default(),
             beads: Default::default(),

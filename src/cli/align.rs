@@ -24,9 +24,10 @@ pub struct Args {
     /// Gold bead diameter in Å (--method beads).
     #[arg(long)]
     pub bead_diameter: Option<f64>,
-    /// Do not estimate the specimen slab (no levelling, no centring).
+    /// Estimate the specimen slab, level and centre the geometry on it (experimental: gold
+    /// beads at the surface can pull it off).
     #[arg(long)]
-    pub no_level: bool,
+    pub level: bool,
     /// Keep the beads in the stack (--method beads).
     #[arg(long)]
     pub no_erase: bool,
@@ -62,7 +63,7 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
             MethodArg::FiducialFree => AlignChoice::FiducialFree,
             MethodArg::Beads => AlignChoice::Beads,
         },
-        level: !a.no_level,
+        level: a.level,
         erase_beads: !a.no_erase,
         ..Default::default()
     };

@@ -14,6 +14,13 @@ use super::xcorr::{quadratic_max, Correlator};
 use ndarray::{Array2, ArrayView3, Axis};
 use rayon::prelude::*;
 
+/// Partners per tilt in the neighbour chain (nearest, second and third nearest towards the
+/// reference tilt).
+const LINKS: usize = 3;
+/// Candidate shifts closer than this fraction of the shorter image side agree (smaller
+/// disagreements are left to projection matching; a wrong peak is usually far off).
+const AGREE_FRACTION: f64 = 0.1;
+
 /// Result of one pass of neighbour correlation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CoarseShifts {
@@ -31,6 +38,11 @@ pub struct CoarseShifts {
 
 /// Correlate every tilt with its lower-|tilt| neighbour (stretched by
 /// `cos θ_k / cos θ_j` perpendicular to `axis_deg`) and accumulate the shifts.
+///
+/// Each tilt is also correlated with its second and third lower-|tilt| neighbours; of the
+/// (up to 3) shifts these links give, the one most of the others agree with (within
+/// `AGREE_FRACTION` = 0.1 of the shorter side; ties: the nearest neighbour's) is kept, so a single wrong peak (e.g.
+/// one gold bead matched to another) does not offset the rest of the chain.
 ///
 /// `images` `[tilt, y, x]`: pre-processed working images (zero-mean contrast, tapered
 /// edges), stack order = ascending tilt; `tilts_deg`: one angle per image; `corr` a
@@ -59,31 +71,71 @@ pub fn neighbour_shifts(
     let factor = |k: usize, j: usize| {
         tilts_deg[k].to_radians().cos() / tilts_deg[j].to_radians().cos().max(1e-3)
     };
-    let pairs: Vec<Option<super::xcorr::Peak>> = (0..nt)
-        .into_par_iter()
+    // up to LINKS lower-|tilt| partners of each tilt: k∓1, k∓2, k∓3 (not past the reference)
+    let partners = |k: usize| -> Vec<usize> {
+        let mut v = Vec::new();
+        let mut j = k;
+        while let Some(p) = parent(j) {
+            v.push(p);
+            if v.len() == LINKS {
+                break;
+            }
+            j = p;
+        }
+        v
+    };
+    let jobs: Vec<(usize, usize)> = (0..nt)
+        .flat_map(|k| partners(k).into_iter().map(move |j| (k, j)))
+        .collect();
+    let peaks: Vec<super::xcorr::Peak> = jobs
+        .par_iter()
         .map_init(
             || corr.clone(),
-            |c, k| {
-                let j = parent(k)?;
+            |c, &(k, j)| {
                 let mut a: Array2<f32> =
                     stretch_perpendicular(images.index_axis(Axis(0), j), axis_deg, factor(k, j));
                 let mut b = images.index_axis(Axis(0), k).to_owned();
                 weighted_zero_mean(&mut a, window.view());
                 weighted_zero_mean(&mut b, window.view());
-                Some(c.correlate(a.view(), b.view(), max_shift_px))
+                c.correlate(a.view(), b.view(), max_shift_px)
             },
         )
         .collect();
+    let mut links: Vec<Vec<(usize, super::xcorr::Peak)>> = vec![Vec::new(); nt];
+    for (&(k, j), p) in jobs.iter().zip(peaks) {
+        links[k].push((j, p));
+    }
+    let pairs: Vec<Option<super::xcorr::Peak>> =
+        links.iter().map(|l| l.first().map(|x| x.1)).collect();
+    let agree_px = AGREE_FRACTION * ny.min(nx) as f64;
     let mut shifts = vec![[0.0f64; 2]; nt];
     let mut significance = vec![f64::INFINITY; nt];
     let order_up = reference + 1..nt;
     let order_down = (0..reference).rev();
     for k in order_up.chain(order_down) {
-        let j = parent(k).expect("non-reference tilt has a parent");
-        let p = pairs[k].expect("pair correlated");
-        let sj = stretch_vector(shifts[j], axis_deg, factor(k, j));
-        shifts[k] = [p.dx + sj[0], p.dy + sj[1]];
-        significance[k] = p.significance;
+        // candidate shifts of tilt k via each partner; keep the one most others agree with
+        // (ties: the nearest partner), so one wrong peak does not offset the rest of the chain
+        let cands: Vec<([f64; 2], f64)> = links[k]
+            .iter()
+            .map(|(j, p)| {
+                let sj = stretch_vector(shifts[*j], axis_deg, factor(k, *j));
+                ([p.dx + sj[0], p.dy + sj[1]], p.significance)
+            })
+            .collect();
+        let support = |c: &[f64; 2]| {
+            cands
+                .iter()
+                .filter(|o| (o.0[0] - c[0]).hypot(o.0[1] - c[1]) < agree_px)
+                .count()
+        };
+        let mut best = 0;
+        for i in 1..cands.len() {
+            if support(&cands[i].0) > support(&cands[best].0) {
+                best = i;
+            }
+        }
+        shifts[k] = cands[best].0;
+        significance[k] = cands[best].1;
     }
     let ccs: Vec<f64> = pairs.iter().flatten().map(|p| p.cc).collect();
     let mean_cc = if ccs.is_empty() {

@@ -45,6 +45,12 @@ pub struct FiducialFreeParams {
     pub converge_px: f64,
     /// Refine the tilt-axis angle by projection matching.
     pub refine_axis: bool,
+    /// Scan the tilt axis over ±`axis_search_deg` at the first projection-matching level
+    /// (per candidate: coarse shifts at that axis, then projection matching; score = mean
+    /// correlation) instead of the coarse neighbour-correlation search. Robust on dense
+    /// series (the seed-2024 test), but the score drifts monotonically with the axis on sparse
+    /// 96² series (`tiny` preset): off by default, see `docs/alignment.md`.
+    pub joint_axis_scan: bool,
     /// Half range of the coarse axis scan at the first projection-matching level, degrees
     /// (a fine scan over a fifth of it follows).
     pub axis_refine_deg: f64,
@@ -79,6 +85,7 @@ impl Default for FiducialFreeParams {
             max_iterations: 6,
             converge_px: 0.1,
             refine_axis: true,
+            joint_axis_scan: false,
             axis_refine_deg: 3.0,
             refine_tilt_offset: false,
             tilt_offset_range_deg: 1.0,
@@ -215,7 +222,11 @@ pub fn align(
     let corr = Correlator::new(cy, cx, params.bandpass());
     let max_shift = params.max_shift_fraction * cy.min(cx) as f64;
     let tilts: Vec<f64> = geom.tilts.iter().map(|t| t.tilt_deg).collect();
-    let (axis, coarse) = if params.axis_search_deg > 0.0 {
+    // with projection matching refining the axis, the axis is scanned there (the neighbour
+    // correlation is nearly flat in the axis and walked off on sparse or noisy series)
+    let joint_scan =
+        params.joint_axis_scan && params.refine_axis && !params.refine_sizes.is_empty();
+    let (axis, coarse) = if params.axis_search_deg > 0.0 && !joint_scan {
         let s = search_axis(
             images.view(),
             &tilts,
@@ -277,7 +288,7 @@ pub fn align(
         t.shift_y_a = s[1] * px_c;
     }
     centre_shifts(&mut geom);
-    drop(images);
+    let coarse_images = images;
 
     // 2. projection matching
     let slab_a = params
@@ -301,19 +312,50 @@ pub fn align(
             max_shift_px: params.refine_max_shift_px,
         };
         let tag = format!("level {level} (bin {bin}, {bx}×{by}×{nz})");
-        let (mut ev, mut upd) = shift_rounds(&m, &mut geom, params, &tag, &mut log);
         let mut rescan = false;
+        if joint_scan && level == 0 && params.axis_search_deg > 0.0 {
+            // wide joint scan: per candidate axis, coarse shifts from the neighbour chain at
+            // that axis, then projection-matching shift iterations; score = mean correlation
+            let (g, scores) = wide_axis_scan(
+                &m,
+                &geom,
+                coarse_images.view(),
+                &tilts,
+                (axis0, px_c, max_shift),
+                &corr,
+                params,
+            );
+            geom = g;
+            log.push(format!(
+                "{tag}: joint tilt-axis scan {axis0:.2}° ± {:.1}° (coarse shifts and \
+                 projection matching per axis) → {:.3}° (score {})",
+                params.axis_search_deg,
+                geom.tilts[0].axis_deg,
+                fmt_scores(&scores)
+            ));
+        }
+        let (mut ev, mut upd) = shift_rounds(&m, &mut geom, params, &tag, &mut log);
         if params.refine_axis && level == 0 {
-            // joint scans: shifts re-refined at every candidate axis, coarse then fine
-            for half in [params.axis_refine_deg, params.axis_refine_deg / 5.0] {
+            // joint scans about the current axis, shifts re-refined per candidate (coarse
+            // then fine; only fine after the wide joint scan), kept within the search range
+            // about the initial axis plus the fine scan's half range
+            let fine = params.axis_refine_deg / 5.0;
+            let halves = if joint_scan {
+                vec![fine]
+            } else {
+                vec![params.axis_refine_deg, fine]
+            };
+            let lim = params.axis_search_deg + params.axis_refine_deg;
+            for half in halves {
                 let a0 = geom.tilts[0].axis_deg;
                 let (best, scores) = scan(a0, half, |a| {
                     let mut g = geom.clone();
                     for t in g.tilts.iter_mut() {
                         t.axis_deg = a;
                     }
-                    refined_score(&m, &mut g, params)
+                    refined_score(&m, &mut g, params, SCAN_ITERATIONS)
                 });
+                let best = best.clamp(axis0 - lim, axis0 + lim);
                 for t in geom.tilts.iter_mut() {
                     t.axis_deg = best;
                 }
@@ -333,7 +375,7 @@ pub fn align(
                 for (t, b) in g.tilts.iter_mut().zip(&base) {
                     t.tilt_deg = b + d;
                 }
-                refined_score(&m, &mut g, params)
+                refined_score(&m, &mut g, params, SCAN_ITERATIONS)
             });
             for (t, b) in geom.tilts.iter_mut().zip(&base) {
                 t.tilt_deg = b + best;
@@ -351,6 +393,7 @@ pub fn align(
             last = Some((m, ev, upd));
         }
     }
+    drop(coarse_images);
 
     // 3. residuals
     let mut tilts_out = Vec::with_capacity(geom.len());
@@ -570,19 +613,72 @@ where
     (refine_maximum(&scores, step), scores)
 }
 
-/// Projection-matching score of `g` after `SCAN_ITERATIONS − 1` shift updates (the score of
-/// the last evaluation).
-fn refined_score(m: &Matcher, g: &mut TiltSeriesGeometry, params: &FiducialFreeParams) -> f64 {
+/// Projection-matching score of `g` after `iterations − 1` shift updates (the score of
+/// the last evaluation); `g` keeps the updated shifts.
+fn refined_score(
+    m: &Matcher,
+    g: &mut TiltSeriesGeometry,
+    params: &FiducialFreeParams,
+    iterations: usize,
+) -> f64 {
     let p = FiducialFreeParams {
-        max_iterations: SCAN_ITERATIONS,
+        max_iterations: iterations,
         ..params.clone()
     };
     let mut sink = Vec::new();
     shift_rounds(m, g, &p, "", &mut sink).0.score()
 }
 
-/// Shift iterations per candidate of a geometry scan.
+/// Shift iterations per candidate of a fine geometry scan.
 const SCAN_ITERATIONS: usize = 3;
+/// Shift iterations per candidate of the wide axis scan (starting from coarse shifts).
+const WIDE_SCAN_ITERATIONS: usize = 4;
+
+/// Wide joint tilt-axis scan at the first projection-matching level: candidates
+/// `axis0 + k·axis_step_deg` within ±`axis_search_deg` (no extension beyond: the search
+/// never walks away from the initial axis by more than its range). Per candidate the
+/// neighbour-correlation chain of the coarse images (`coarse`, working pixel `px_c` Å,
+/// search radius `max_shift` px) gives the shifts at that axis, refined by projection
+/// matching; the score is the mean correlation. Returns the refined geometry of the best
+/// candidate with its axis moved to the quadratic-fit maximum (clamped to the range), and
+/// all `(axis°, score)`.
+fn wide_axis_scan(
+    m: &Matcher,
+    geom: &TiltSeriesGeometry,
+    coarse: ArrayView3<f32>,
+    tilts: &[f64],
+    (axis0, px_c, max_shift): (f64, f64, f64),
+    corr: &Correlator,
+    params: &FiducialFreeParams,
+) -> (TiltSeriesGeometry, Vec<(f64, f64)>) {
+    let step = params.axis_step_deg;
+    let n = (params.axis_search_deg / step).round().max(0.0) as i64;
+    let mut best: Option<(f64, TiltSeriesGeometry)> = None;
+    let mut scores = Vec::new();
+    for k in -n..=n {
+        let a = axis0 + k as f64 * step;
+        let c = neighbour_shifts(coarse, tilts, a, corr, max_shift);
+        let mut g = geom.clone();
+        for (t, s) in g.tilts.iter_mut().zip(&c.shifts_px) {
+            t.axis_deg = a;
+            t.shift_x_a = s[0] * px_c;
+            t.shift_y_a = s[1] * px_c;
+        }
+        centre_shifts(&mut g);
+        let sc = refined_score(m, &mut g, params, WIDE_SCAN_ITERATIONS);
+        scores.push((a, sc));
+        if best.as_ref().is_none_or(|b| sc > b.0) {
+            best = Some((sc, g));
+        }
+    }
+    let lim = params.axis_search_deg;
+    let fitted = refine_maximum(&scores, step).clamp(axis0 - lim, axis0 + lim);
+    let mut g = best.map(|b| b.1).unwrap_or_else(|| geom.clone());
+    for t in g.tilts.iter_mut() {
+        t.axis_deg = fitted;
+    }
+    (g, scores)
+}
 
 fn fmt_scores(scores: &[(f64, f64)]) -> String {
     scores

@@ -223,33 +223,13 @@ pub fn remove_translation(updates: &mut [[f64; 2]], geom: &TiltSeriesGeometry) -
     for (k, row) in ata.iter_mut().enumerate() {
         row[k] += 1e-6 * tr;
     }
-    let t = solve_3x3(ata, atb);
+    let t = crate::align::evaluate::solve3(ata, atb);
     for (u, ti) in updates.iter_mut().zip(&geom.tilts) {
         let q = apply(&ti.rotation(), t);
         u[0] -= q[0];
         u[1] -= q[1];
     }
     t
-}
-
-/// Cramer's rule for a well-conditioned 3×3 system (zeros when singular).
-fn solve_3x3(m: [[f64; 3]; 3], b: [f64; 3]) -> [f64; 3] {
-    let det = |m: &[[f64; 3]; 3]| {
-        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
-    };
-    let d = det(&m);
-    if d.abs() < 1e-300 {
-        return [0.0; 3];
-    }
-    std::array::from_fn(|k| {
-        let mut a = m;
-        for i in 0..3 {
-            a[i][k] = b[i];
-        }
-        det(&a) / d
-    })
 }
 
 #[cfg(test)]

@@ -195,19 +195,8 @@ pub fn stretch_vector(v: [f64; 2], axis_deg: f64, factor: f64) -> [f64; 2] {
 
 /// Cosine edge window `(ny, nx)`: 0 → 1 over `fraction` of each side, 1 inside.
 pub fn edge_window(ny: usize, nx: usize, fraction: f64) -> Array2<f32> {
-    let ramp = |n: usize| -> Vec<f32> {
-        let m = ((n as f64 * fraction).round() as usize).clamp(1, n / 2);
-        (0..n)
-            .map(|i| {
-                let d = i.min(n - 1 - i);
-                if d >= m {
-                    1.0
-                } else {
-                    let t = (d as f64 + 0.5) / m as f64;
-                    (0.5 * (1.0 - (std::f64::consts::PI * t).cos())) as f32
-                }
-            })
-            .collect()
+    let ramp = |n: usize| {
+        crate::core::fourier::cosine_edge_ramp(n, (n as f64 * fraction).round() as usize)
     };
     let (wy, wx) = (ramp(ny), ramp(nx));
     Array2::from_shape_fn((ny, nx), |(y, x)| wy[y] * wx[x])

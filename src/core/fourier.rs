@@ -261,6 +261,24 @@ pub fn fourier_shift_2d(img: ArrayView2<f32>, dy: f64, dx: f64, plan: &mut Fft2)
     plan.inverse(spec)
 }
 
+/// Cosine edge ramp for an axis of `n` samples: weight `0.5·(1 − cos(π·(d + 0.5)/m))` at
+/// distance `d < m` from either end, 1 inside (`m` is clamped to `1..=n/2`). Used for image
+/// edge tapers and correlation windows.
+pub fn cosine_edge_ramp(n: usize, m: usize) -> Vec<f32> {
+    let m = m.clamp(1, (n / 2).max(1));
+    (0..n)
+        .map(|i| {
+            let d = i.min(n - 1 - i);
+            if d >= m {
+                1.0
+            } else {
+                let t = (d as f64 + 0.5) / m as f64;
+                (0.5 * (1.0 - (std::f64::consts::PI * t).cos())) as f32
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -291,20 +291,8 @@ fn normalise(mut img: ArrayViewMut2<f32>, sign: f32) -> bool {
 /// Cosine edge weights for an axis of length `n`: 0 → 1 over `max(2, 4 % of n)` samples at
 /// each end, 1 inside.
 fn taper_1d(n: usize) -> Vec<f32> {
-    let m = ((n as f64 * TAPER_FRACTION).round() as usize)
-        .max(2)
-        .min(n / 2);
-    (0..n)
-        .map(|i| {
-            let d = i.min(n - 1 - i);
-            if d >= m {
-                1.0
-            } else {
-                let t = (d as f64 + 0.5) / m as f64;
-                (0.5 * (1.0 - (std::f64::consts::PI * t).cos())) as f32
-            }
-        })
-        .collect()
+    let m = ((n as f64 * TAPER_FRACTION).round() as usize).max(2);
+    crate::core::fourier::cosine_edge_ramp(n, m)
 }
 
 fn apply_taper(mut img: ArrayViewMut2<f32>, wy: &[f32], wx: &[f32]) {

@@ -244,8 +244,13 @@ fn write_h5_atomic(path: &Path, fill: impl FnOnce(&hdf5::File) -> Result<()>) ->
     let tmp = partial_path(path);
     let result = (|| -> Result<()> {
         let file = hdf5::File::create(&tmp).map_err(h5err(path, "creating the file"))?;
-        fill(&file)?;
-        file.close().map_err(h5err(path, "closing the file"))?;
+        let filled = fill(&file);
+        // close (invalidating every handle, also one a failed HDF5 call may have left open)
+        // before anything else: an open handle keeps the inode locked, and a later file that
+        // reuses the inode number would then be refused by HDF5's "already open" check
+        let closed = file.close().map_err(h5err(path, "closing the file"));
+        filled?;
+        closed?;
         // HDF5 does not fsync: do it before the rename makes the file visible.
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())

@@ -592,12 +592,10 @@ fn header_for(
     h
 }
 
-/// Write `data` (`[z, y, x]`, `pixel_a` Å per voxel) as a little-endian mode-2 MRC2014 file,
-/// atomically. `kind` sets the space group (Volume: ispg 1, `mz = nz`, cell z = nz·pixel;
-/// ImageStack: ispg 0, `mz = 1`, cell z = pixel). Header statistics are computed from the data.
-/// Refuses NaN/Inf (they would make the statistics, and the file, useless).
-pub fn write(path: &Path, data: ArrayView3<f32>, pixel_a: f32, kind: MrcKind) -> Result<()> {
-    let (nz, ny, nx) = data.dim();
+/// Refuse a shape `(nz, ny, nx)` or pixel size that cannot be written (the checks of
+/// [`write`] and [`MrcSlabWriter::create`]).
+fn check_writable(path: &Path, shape: (usize, usize, usize), pixel_a: f32) -> Result<()> {
+    let (nz, ny, nx) = shape;
     if nx == 0 || ny == 0 || nz == 0 || nx.max(ny).max(nz) > MAX_DIM {
         return Err(bad(
             path,
@@ -612,6 +610,16 @@ pub fn write(path: &Path, data: ArrayView3<f32>, pixel_a: f32, kind: MrcKind) ->
             format!("pixel size {pixel_a} Å is not a finite non-negative number: pass the real pixel size"),
         ));
     }
+    Ok(())
+}
+
+/// Write `data` (`[z, y, x]`, `pixel_a` Å per voxel) as a little-endian mode-2 MRC2014 file,
+/// atomically. `kind` sets the space group (Volume: ispg 1, `mz = nz`, cell z = nz·pixel;
+/// ImageStack: ispg 0, `mz = 1`, cell z = pixel). Header statistics are computed from the data.
+/// Refuses NaN/Inf (they would make the statistics, and the file, useless).
+pub fn write(path: &Path, data: ArrayView3<f32>, pixel_a: f32, kind: MrcKind) -> Result<()> {
+    check_writable(path, data.dim(), pixel_a)?;
+    let nx = data.dim().2;
     if let Some(v) = data.iter().find(|v| !v.is_finite()) {
         return Err(bad(
             path,
@@ -670,20 +678,7 @@ impl MrcSlabWriter {
         kind: MrcKind,
     ) -> Result<Self> {
         let (nz, ny, nx) = shape;
-        if nx == 0 || ny == 0 || nz == 0 || nx.max(ny).max(nz) > MAX_DIM {
-            return Err(bad(
-                path,
-                "data shape",
-                format!("cannot write an MRC file of shape [z={nz}, y={ny}, x={nx}]: every dimension must be 1..={MAX_DIM}"),
-            ));
-        }
-        if !(pixel_a.is_finite() && pixel_a >= 0.0) {
-            return Err(bad(
-                path,
-                "pixel size",
-                format!("pixel size {pixel_a} Å is not a finite non-negative number: pass the real pixel size"),
-            ));
-        }
+        check_writable(path, shape, pixel_a)?;
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -469,14 +469,8 @@ mod tests {
     use super::*;
     use crate::core::geometry::TiltImage;
     use crate::core::interp::bilinear;
+    use crate::recon::test_support::{lcg, random_projections};
     use ndarray::Array3;
-
-    fn lcg(s: &mut u64) -> f32 {
-        *s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*s >> 40) as f32) / ((1u64 << 24) as f32)
-    }
 
     /// The pre-tiling implementation (plain tilt → line → x loop over `bilinear_f32`): the
     /// reference the tiled kernel must match bit for bit.
@@ -515,15 +509,7 @@ mod tests {
         for (n, &(axis, iny, inx, nz, ny, nx, sh, xt)) in cases.iter().enumerate() {
             let nt = 7;
             let img = Array3::from_shape_fn((nt, iny, inx), |_| lcg(&mut s) - 0.3);
-            let projs: Vec<_> = (0..nt)
-                .map(|i| {
-                    let mut t = TiltImage::nominal(-60.0 + 20.0 * i as f64, axis);
-                    t.x_tilt_deg = xt;
-                    t.shift_x_a = sh * (lcg(&mut s) as f64 - 0.5);
-                    t.shift_y_a = sh * (lcg(&mut s) as f64 - 0.5);
-                    t.projection(3.0, inx, iny)
-                })
-                .collect();
+            let projs = random_projections(nt, 20.0, axis, xt, sh, (inx, iny), &mut s);
             let shape = (nz, ny, nx);
             let coeffs = voxel_to_pixel_coeffs(&projs, shape, 3.0 + 0.2 * n as f64);
             let want = reference(img.view(), &coeffs, shape);
@@ -606,15 +592,7 @@ mod tests {
         for (n, &(axis, iny, inx, nz, ny, nx, sh, xt, vox, kind)) in cases.iter().enumerate() {
             let nt = 7;
             let img = Array3::from_shape_fn((nt, iny, inx), |_| lcg(&mut s) - 0.3);
-            let projs: Vec<_> = (0..nt)
-                .map(|i| {
-                    let mut t = TiltImage::nominal(-60.0 + 20.0 * i as f64, axis);
-                    t.x_tilt_deg = xt;
-                    t.shift_x_a = sh * (lcg(&mut s) as f64 - 0.5);
-                    t.shift_y_a = sh * (lcg(&mut s) as f64 - 0.5);
-                    t.projection(3.0, inx, iny)
-                })
-                .collect();
+            let projs = random_projections(nt, 20.0, axis, xt, sh, (inx, iny), &mut s);
             let shape = (nz, ny, nx);
             let coeffs = voxel_to_pixel_coeffs(&projs, shape, vox);
             let sep = separable::detect(&coeffs, shape, (iny, inx));

@@ -9,4 +9,6 @@ pub mod plan;
 pub mod project;
 pub mod sirt;
 pub mod slab;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod wbp;

@@ -227,13 +227,7 @@ mod tests {
     use super::*;
     use crate::core::geometry::TiltImage;
     use crate::recon::backproject::backproject_cpu;
-
-    fn lcg(s: &mut u64) -> f32 {
-        *s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*s >> 40) as f32) / ((1u64 << 24) as f32)
-    }
+    use crate::recon::test_support::{lcg, random_projections};
 
     fn dot(a: &Array3<f32>, b: &Array3<f32>) -> f64 {
         a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
@@ -254,15 +248,7 @@ mod tests {
         ];
         for &(axis, iny, inx, nz, ny, nx, sh, xt, vox) in &cases {
             let nt = 9;
-            let projs: Vec<_> = (0..nt)
-                .map(|i| {
-                    let mut t = TiltImage::nominal(-60.0 + 15.0 * i as f64, axis);
-                    t.x_tilt_deg = xt;
-                    t.shift_x_a = sh * (lcg(&mut s) as f64 - 0.5);
-                    t.shift_y_a = sh * (lcg(&mut s) as f64 - 0.5);
-                    t.projection(3.0, inx, iny)
-                })
-                .collect();
+            let projs = random_projections(nt, 15.0, axis, xt, sh, (inx, iny), &mut s);
             let x = Array3::from_shape_fn((nz, ny, nx), |_| lcg(&mut s) - 0.5);
             let y = Array3::from_shape_fn((nt, iny, inx), |_| lcg(&mut s) - 0.5);
             let ax = forward_project_cpu(x.view(), &projs, (iny, inx), vox);
@@ -292,14 +278,7 @@ mod tests {
         ];
         for &(axis, iny, inx, nz, ny, nx, sh) in &cases {
             let nt = 9;
-            let projs: Vec<_> = (0..nt)
-                .map(|i| {
-                    let mut t = TiltImage::nominal(-60.0 + 15.0 * i as f64, axis);
-                    t.shift_x_a = sh * (lcg(&mut s) as f64 - 0.5);
-                    t.shift_y_a = sh * (lcg(&mut s) as f64 - 0.5);
-                    t.projection(3.0, inx, iny)
-                })
-                .collect();
+            let projs = random_projections(nt, 15.0, axis, 0.0, sh, (inx, iny), &mut s);
             let coeffs = voxel_to_pixel_coeffs(&projs, (nz, ny, nx), 3.0);
             let sep = separable::detect(&coeffs, (nz, ny, nx), (iny, inx))
                 .unwrap_or_else(|| panic!("axis {axis}° should be separable"));

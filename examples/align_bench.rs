@@ -34,10 +34,15 @@ fn main() {
     p.tilt_step_deg = 120.0 / (tilts.max(2) - 1) as f64;
     p.axis_deg = 85.0;
     p.shift_sigma_a = 15.0 * p.pixel_a;
-    p.angle_error_sigma_deg = 0.5;
+    // ALIGN_BENCH_ANGLE_SIGMA / ALIGN_BENCH_SEED / ALIGN_BENCH_AXIS0 override the tilt-angle
+    // errors, the seed and the starting axis
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
+    p.angle_error_sigma_deg = env("ALIGN_BENCH_ANGLE_SIGMA").unwrap_or(0.5);
+    let seed = env("ALIGN_BENCH_SEED").map_or(5, |v| v as u64);
+    p.noise = env("ALIGN_BENCH_NOISE").is_none_or(|v| v != 0.0);
     p.total_dose_e_a2 = dose;
     let t = Instant::now();
-    let s = simulate_series(&p, 5).expect("simulate");
+    let s = simulate_series(&p, seed).expect("simulate");
     eprintln!(
         "simulated {}×{}×{} in {:.1} s",
         s.stack.dim().0,
@@ -45,7 +50,7 @@ fn main() {
         size,
         t.elapsed().as_secs_f64()
     );
-    let init = TiltSeriesGeometry::from_angles(size, size, p.pixel_a, &s.nominal_tilts_deg, 87.0);
+    let init = TiltSeriesGeometry::from_angles(size, size, p.pixel_a, &s.nominal_tilts_deg, env("ALIGN_BENCH_AXIS0").unwrap_or(87.0));
     let t = Instant::now();
     let rep = align(s.stack.view(), &init, &params).expect("align");
     let secs = t.elapsed().as_secs_f64();
@@ -60,11 +65,12 @@ fn main() {
         let ey = (q[1] + a.shift_y_a - b.shift_y_a) / p.pixel_a;
         eprintln!(
             "tilt {i:2} {:6.1}°: true shift ({:6.1}, {:6.1}) px, error ({ex:6.2}, {ey:6.2}) px, \
-             residual {:.2} px",
+             residual {:.2} px, angle error {:+.2}°",
             b.tilt_deg,
             b.shift_x_a / p.pixel_a,
             b.shift_y_a / p.pixel_a,
-            rep.tilts[i].residual_px
+            rep.tilts[i].residual_px,
+            a.tilt_deg - b.tilt_deg
         );
     }
     println!(

@@ -67,6 +67,9 @@ pub struct FiducialFreeParams {
     pub max_shift_fraction: f64,
     /// Projection-matching search radius, working pixels.
     pub refine_max_shift_px: f64,
+    /// Neighbouring tilts on each side left out of each tilt's reference together with the
+    /// tilt itself (0: leave-one-out; see `align::projmatch`).
+    pub exclude_neighbours: usize,
     /// Smallest correlation-peak significance (`(peak − mean)/std` of the map) that counts
     /// as a match; the alignment fails when most neighbour pairs are below it.
     pub min_significance: f64,
@@ -93,6 +96,7 @@ impl Default for FiducialFreeParams {
             highpass_cycles: 4.0,
             max_shift_fraction: 0.3,
             refine_max_shift_px: 8.0,
+            exclude_neighbours: 4,
             min_significance: 7.0,
             patch_grid: 4,
         }
@@ -294,7 +298,7 @@ pub fn align(
     let slab_a = params
         .slab_thickness_a
         .unwrap_or(0.4 * (initial.nx.min(initial.ny) as f64) * initial.pixel_a);
-    let mut last: Option<(Matcher, Evaluation, Vec<[f64; 2]>)> = None;
+    let mut last: Option<Matcher> = None;
     let nlev = params.refine_sizes.len();
     for (level, &size) in params.refine_sizes.iter().enumerate() {
         let bin = bin_for(size);
@@ -310,6 +314,7 @@ pub fn align(
             lowpass: None,
             corr: Correlator::new(by, bx, params.bandpass()),
             max_shift_px: params.refine_max_shift_px,
+            exclude: params.exclude_neighbours,
         };
         let tag = format!("level {level} (bin {bin}, {bx}×{by}×{nz})");
         let mut rescan = false;
@@ -334,7 +339,7 @@ pub fn align(
                 fmt_scores(&scores)
             ));
         }
-        let (mut ev, mut upd) = shift_rounds(&m, &mut geom, params, &tag, &mut log);
+        shift_rounds(&m, &mut geom, params, &tag, &mut log);
         if params.refine_axis && level == 0 {
             // joint scans about the current axis, shifts re-refined per candidate (coarse
             // then fine; only fine after the wide joint scan), kept within the search range
@@ -387,18 +392,25 @@ pub fn align(
             rescan = true;
         }
         if rescan {
-            (ev, upd) = shift_rounds(&m, &mut geom, params, &tag, &mut log);
+            shift_rounds(&m, &mut geom, params, &tag, &mut log);
         }
         if level + 1 == nlev {
-            last = Some((m, ev, upd));
+            last = Some(m);
         }
     }
     drop(coarse_images);
 
     // 3. residuals
     let mut tilts_out = Vec::with_capacity(geom.len());
-    let residuals: Vec<(f64, usize)> = match &last {
-        Some((m, ev, upd)) => patch_residuals(m, &geom, ev, upd, params),
+    let residuals: Vec<(f64, usize)> = match last {
+        Some(m) => {
+            // against leave-one-out references (closer to each tilt than the leave-out
+            // references the shifts were refined with, so more patches are significant)
+            let m = Matcher { exclude: 0, ..m };
+            let ev = m.evaluate(&geom);
+            let upd: Vec<[f64; 2]> = ev.peaks.iter().map(|p| [p.dx, p.dy]).collect();
+            patch_residuals(&m, &geom, &ev, &upd, params)
+        }
         None => coarse_residuals(&coarse.significance, params),
     };
     for (i, t) in geom.tilts.iter().enumerate() {
@@ -424,8 +436,7 @@ pub fn align(
         (finite.iter().map(|r| r * r).sum::<f64>() / finite.len() as f64).sqrt()
     };
     log.push(format!(
-        "residuals: RMS {rms_residual_px:.3} px (unbinned) over {} of {} tilts; local \
-         (patch) deformation model not fitted",
+        "residuals: RMS {rms_residual_px:.3} px (unbinned) over {} of {} tilts",
         finite.len(),
         geom.len()
     ));

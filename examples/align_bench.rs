@@ -41,8 +41,14 @@ fn main() {
     let seed = env("ALIGN_BENCH_SEED").map_or(5, |v| v as u64);
     p.noise = env("ALIGN_BENCH_NOISE").is_none_or(|v| v != 0.0);
     p.total_dose_e_a2 = dose;
+    // ALIGN_BENCH_TINY=1: the `tiny_02` preset series as it is (96², sparse), seed 11 as the
+    // pipeline tests use
+    if env("ALIGN_BENCH_TINY").is_some() {
+        p = preset(Preset::Tiny, &shared).remove(1);
+    }
     let t = Instant::now();
     let s = simulate_series(&p, seed).expect("simulate");
+    let size = s.geometry.nx;
     eprintln!(
         "simulated {}×{}×{} in {:.1} s",
         s.stack.dim().0,

@@ -75,10 +75,11 @@ fn aligns_a_noisy_series_to_about_a_pixel() {
         "aligned in {secs:.1} s: {e:?}, reported RMS residual {:.3} px",
         rep.rms_residual_px
     );
-    // issue 3 asks for < 0.5 px; this implementation reaches ≈ 0.9 px (docs/alignment.md):
-    // the bound guards the achieved accuracy until per-tilt angle refinement lands
+    // issue 3 asks for < 0.5 px; measured 0.58 px, axis 0.10° (1.25 px before the
+    // leave-neighbours-out reference; docs/alignment.md): the bound guards the achieved
+    // accuracy until per-tilt angle refinement lands (angle errors here are σ 0.5°)
     assert!(
-        e.rms_shift_px < 1.5,
+        e.rms_shift_px < 0.9,
         "RMS shift error {} px",
         e.rms_shift_px
     );
@@ -126,7 +127,8 @@ fn joint_axis_scan_aligns_the_noisy_series_to_a_pixel() {
     );
 }
 
-/// Measured: residual 3.71 px (90° off, 40 px RMS error); 2.4 px before the 3-link chain.
+/// Measured: residual 4.48 px (90° off, 42 px RMS error); 3.71 px with leave-one-out
+/// projection matching, 2.4 px before the 3-link chain.
 #[test]
 fn a_wrong_tilt_axis_gives_a_large_residual() {
     let s = series();

@@ -12,11 +12,14 @@ use std::path::Path;
 use common::{lamella, ok};
 
 /// Bounds for `tiny_02` of the `tiny` preset (96² at 10 Å, 31 tilts, axis 85°, shifts σ
-/// 1.5 px, angle errors σ 0.2°, seed 11): measured 0.56 px and 1.1° (docs/alignment.md).
+/// 1.5 px, angle errors σ 0.2°, seed 11): measured 0.56 px and 1.1° with leave-one-out
+/// projection matching, 1.06 px and 1.17° with the default leave-4-neighbours-out reference
+/// (better on average: on three other tiny-like realisations 0.53/1.05/0.36 px → 0.24/0.19/
+/// 0.49 px, axis −2.8/−4.9/−0.3° → +0.3/−0.7/−0.3°; docs/alignment.md), hence 1.5 px.
 /// The accuracy targets of issue 3 are tested on larger series in tests/align_*.rs; `tiny_01`
 /// (axis 0°) is a known failure of the fiducial-free axis search on these sparse 96² images
 /// (7.7 px, −7.0°), so only the plumbing is checked for it.
-const MAX_RMS_SHIFT_PX: f64 = 1.0;
+const MAX_RMS_SHIFT_PX: f64 = 1.5;
 const MAX_AXIS_ERROR_DEG: f64 = 1.5;
 /// The aligned tiny_02 tomogram must correlate with the truth as well as the WBP test
 /// requires with the true geometry (pipeline_cli: 0.55).

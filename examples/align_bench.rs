@@ -56,7 +56,13 @@ fn main() {
         size,
         t.elapsed().as_secs_f64()
     );
-    let init = TiltSeriesGeometry::from_angles(size, size, p.pixel_a, &s.nominal_tilts_deg, env("ALIGN_BENCH_AXIS0").unwrap_or(87.0));
+    let init = TiltSeriesGeometry::from_angles(
+        size,
+        size,
+        p.pixel_a,
+        &s.nominal_tilts_deg,
+        env("ALIGN_BENCH_AXIS0").unwrap_or(87.0),
+    );
     let t = Instant::now();
     let rep = align(s.stack.view(), &init, &params).expect("align");
     let secs = t.elapsed().as_secs_f64();

@@ -421,6 +421,9 @@ mod fixed_point {
     fn truth_is_a_fixed_point() {
         let (rms, max) = drift_from_truth(4, 4);
         eprintln!("leave-4-neighbours-out from the truth: {rms:.3} px RMS, {max:.3} px max");
-        assert!(rms < 0.2 && max < 0.5, "drifted {rms:.3} px RMS, {max:.3} px max");
+        assert!(
+            rms < 0.2 && max < 0.5,
+            "drifted {rms:.3} px RMS, {max:.3} px max"
+        );
     }
 }

@@ -54,7 +54,6 @@ const MIN_OBJECTS: usize = 6;
 /// of the noise (empty or pure-noise volume: reconstruct thicker or less binned, or give
 /// `thickness_a` in the config).
 pub fn estimate_slab(vol: &Array3<f32>, voxel_a: f64) -> Result<SlabEstimate> {
-    use rayon::prelude::*;
     let (nz, ny, nx) = vol.dim();
     if nz < 8 || ny < 8 || nx < 8 {
         return Err(Error::Runtime(format!(
@@ -68,46 +67,7 @@ pub fn estimate_slab(vol: &Array3<f32>, voxel_a: f64) -> Result<SlabEstimate> {
         .outer_iter()
         .map(|p| p.iter().map(|&v| v as f64).sum::<f64>() / (ny * nx) as f64)
         .collect();
-    let mut sample: Vec<f32> = e.iter().step_by(7).copied().collect();
-    let mid = sample.len() / 2;
-    let median = *sample.select_nth_unstable_by(mid, f32::total_cmp).1 as f64;
-    let thr = (FEATURE_THRESHOLD * median).max(f64::MIN_POSITIVE) as f32;
-    let (cz, cy, cx) = ((nz / 2) as f64, (ny / 2) as f64, (nx / 2) as f64);
-    // local maxima, the 2 planes at each z end excluded (the band-pass is biased there)
-    let mut feats: Vec<[f64; 4]> = (2..nz - 2)
-        .into_par_iter()
-        .flat_map_iter(|z| {
-            let e = &e;
-            (1..ny - 1).flat_map(move |y| {
-                (1..nx - 1).filter_map(move |x| {
-                    let v = e[[z, y, x]];
-                    let neighbours =
-                        (0..27).map(|k| e[[z + k / 9 - 1, y + (k / 3) % 3 - 1, x + k % 3 - 1]]);
-                    if v <= thr || neighbours.into_iter().any(|n| n > v) {
-                        return None;
-                    }
-                    Some([
-                        (x as f64 - cx) * voxel_a,
-                        (y as f64 - cy) * voxel_a,
-                        (z as f64 - cz) * voxel_a,
-                        v as f64,
-                    ])
-                })
-            })
-        })
-        .collect();
-    // one point per object: strongest first, none within OBJECT_RADIUS_A of a kept one
-    feats.sort_by(|a, b| b[3].total_cmp(&a[3]));
-    let mut objects: Vec<[f64; 4]> = Vec::new();
-    let r2 = OBJECT_RADIUS_A * OBJECT_RADIUS_A;
-    for f in feats {
-        let near = objects
-            .iter()
-            .any(|o| (o[0] - f[0]).powi(2) + (o[1] - f[1]).powi(2) + (o[2] - f[2]).powi(2) < r2);
-        if !near {
-            objects.push(f);
-        }
-    }
+    let objects = objects_in(&e, voxel_a);
     if objects.len() < MIN_OBJECTS {
         return Err(Error::Runtime(format!(
             "slab estimate: only {} objects stand out of the noise (need {MIN_OBJECTS}): \
@@ -158,6 +118,59 @@ pub fn estimate_slab(vol: &Array3<f32>, voxel_a: f64) -> Result<SlabEstimate> {
         objects_used: objects.len(),
         profile,
     })
+}
+
+/// Objects of a squared band-passed volume `e` `[z, y, x]` (voxel `voxel_a` Å): local maxima
+/// (26 neighbours) above [`FEATURE_THRESHOLD`] × the median, thinned by non-maximum
+/// suppression over [`OBJECT_RADIUS_A`], strongest first. Each is `[x, y, z, value]`, Å about
+/// the volume centre `(nx/2, ny/2, nz/2)`.
+pub(crate) fn objects_in(e: &Array3<f32>, voxel_a: f64) -> Vec<[f64; 4]> {
+    use rayon::prelude::*;
+    let (nz, ny, nx) = e.dim();
+    if nz < 5 || ny < 3 || nx < 3 {
+        return Vec::new();
+    }
+    let mut sample: Vec<f32> = e.iter().step_by(7).copied().collect();
+    let mid = sample.len() / 2;
+    let median = *sample.select_nth_unstable_by(mid, f32::total_cmp).1 as f64;
+    let thr = (FEATURE_THRESHOLD * median).max(f64::MIN_POSITIVE) as f32;
+    let (cz, cy, cx) = ((nz / 2) as f64, (ny / 2) as f64, (nx / 2) as f64);
+    // local maxima, the 2 planes at each z end excluded (the band-pass is biased there)
+    let mut feats: Vec<[f64; 4]> = (2..nz - 2)
+        .into_par_iter()
+        .flat_map_iter(|z| {
+            let e = &e;
+            (1..ny - 1).flat_map(move |y| {
+                (1..nx - 1).filter_map(move |x| {
+                    let v = e[[z, y, x]];
+                    let neighbours =
+                        (0..27).map(|k| e[[z + k / 9 - 1, y + (k / 3) % 3 - 1, x + k % 3 - 1]]);
+                    if v <= thr || neighbours.into_iter().any(|n| n > v) {
+                        return None;
+                    }
+                    Some([
+                        (x as f64 - cx) * voxel_a,
+                        (y as f64 - cy) * voxel_a,
+                        (z as f64 - cz) * voxel_a,
+                        v as f64,
+                    ])
+                })
+            })
+        })
+        .collect();
+    // one point per object: strongest first, none within OBJECT_RADIUS_A of a kept one
+    feats.sort_by(|a, b| b[3].total_cmp(&a[3]));
+    let mut objects: Vec<[f64; 4]> = Vec::new();
+    let r2 = OBJECT_RADIUS_A * OBJECT_RADIUS_A;
+    for f in feats {
+        let near = objects
+            .iter()
+            .any(|o| (o[0] - f[0]).powi(2) + (o[1] - f[1]).powi(2) + (o[2] - f[2]).powi(2) < r2);
+        if !near {
+            objects.push(f);
+        }
+    }
+    objects
 }
 
 fn eval(p: &[f64; 3], f: &[f64; 4]) -> f64 {

@@ -13,6 +13,7 @@ pub mod ctf;
 pub mod device;
 pub mod error;
 pub mod io;
+pub mod motion;
 pub mod pipeline;
 pub mod recon;
 pub mod report;

@@ -57,7 +57,7 @@ fn gradient_png_decodes_with_python_zlib() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    // 300 x 260: 301 * 260 = 78260 raw bytes => two stored blocks.
+    // 300 x 260: 301 * 260 = 78260 raw bytes, deflate-compressed.
     let (w, h) = (300usize, 260usize);
     let pixel = |x: usize, y: usize| ((x + 2 * y) % 256) as u8;
     let pixels: Vec<u8> = (0..h)

@@ -91,7 +91,7 @@ pub fn defocus_plane(geom: &TiltSeriesGeometry, i: usize, bin: usize, z_a: f64) 
     );
     let rt = transpose(&t.rotation());
     let dz = rt[2][2]; // z component of the beam direction Rᵀ·e_z
-    // the point of the plane on the ray through image offset (a, b) Å
+                       // the point of the plane on the ray through image offset (a, b) Å
     let point = |a: f64, bb: f64| {
         let p0 = apply(&rt, [a, bb, 0.0]);
         let w = if dz.abs() > 1e-9 {
@@ -99,7 +99,11 @@ pub fn defocus_plane(geom: &TiltSeriesGeometry, i: usize, bin: usize, z_a: f64) 
         } else {
             0.0
         };
-        [p0[0] + w * rt[0][2], p0[1] + w * rt[1][2], p0[2] + w * rt[2][2]]
+        [
+            p0[0] + w * rt[0][2],
+            p0[1] + w * rt[1][2],
+            p0[2] + w * rt[2][2],
+        ]
     };
     let d0 = geom.defocus_at(i, point(0.0, 0.0));
     let du = geom.defocus_at(i, point(px, 0.0)) - d0;
@@ -176,7 +180,11 @@ impl Corrector {
         exposure_e_a2: f64,
         tolerance_a: f64,
     ) -> usize {
-        assert_eq!(img.dim(), (self.ny, self.nx), "Corrector::correct: image shape");
+        assert_eq!(
+            img.dim(),
+            (self.ny, self.nx),
+            "Corrector::correct: image shape"
+        );
         let lambda = electron_wavelength_a(ctf.voltage_kv);
         let cs_a = ctf.cs_mm * 1e7;
         let amp = ctf.amplitude_contrast.clamp(0.0, 1.0).asin();
@@ -344,7 +352,14 @@ mod tests {
         }
         let mut m = modulate(&img, &c, px);
         let mut corr = Corrector::new(n, n, px);
-        let used = corr.correct(m.view_mut(), &c, &flat(20000.0), Filter::PhaseFlip, 0.0, 1e9);
+        let used = corr.correct(
+            m.view_mut(),
+            &c,
+            &flat(20000.0),
+            Filter::PhaseFlip,
+            0.0,
+            1e9,
+        );
         assert_eq!(used, 1);
         // now every component is multiplied by |CTF| >= 0: correlate per component
         let mut plan = Fft2::new(n, n);
@@ -412,14 +427,18 @@ mod tests {
             for i in 0..2 {
                 for &z in &[0.0, 150.0, -300.0] {
                     let pl = defocus_plane(&g, i, bin, z);
-                    let proj = g.tilts[i].projection(g.pixel_a * bin as f64, g.nx / bin, g.ny / bin);
+                    let proj =
+                        g.tilts[i].projection(g.pixel_a * bin as f64, g.nx / bin, g.ny / bin);
                     // specimen points on the plane: their projection's defocus is defocus_at
                     for &(x, y) in &[(0.0, 0.0), (120.0, -40.0), (-200.0, 90.0)] {
                         let p = [x, y, z];
                         let uv = proj.project(p);
                         let want = g.defocus_at(i, p);
                         let got = pl.at(uv[0], uv[1]);
-                        assert!((got - want).abs() < 1e-6, "bin {bin} tilt {i} z {z}: {got} vs {want}");
+                        assert!(
+                            (got - want).abs() < 1e-6,
+                            "bin {bin} tilt {i} z {z}: {got} vs {want}"
+                        );
                     }
                 }
             }
@@ -442,9 +461,7 @@ mod tests {
         // defocus is the full-image correction at that defocus
         let (n, px) = (64, 4.0);
         let c = ctf(20000.0);
-        let img = Array2::from_shape_fn((n, n), |(y, x)| {
-            ((x * 13 + y * 5) % 17) as f32 - 8.0
-        });
+        let img = Array2::from_shape_fn((n, n), |(y, x)| ((x * 13 + y * 5) % 17) as f32 - 8.0);
         let plane = DefocusPlane {
             centre_a: 20000.0,
             grad_u: 30.0,
@@ -475,13 +492,29 @@ mod tests {
         }
         // seamless: neighbouring columns differ no more than in the flat-corrected image
         let mut flat_c = img.clone();
-        corr.correct(flat_c.view_mut(), &c, &flat(20000.0), Filter::PhaseFlip, 0.0, 1e9);
+        corr.correct(
+            flat_c.view_mut(),
+            &c,
+            &flat(20000.0),
+            Filter::PhaseFlip,
+            0.0,
+            1e9,
+        );
         let jump = |m: &Array2<f32>| {
             (1..n)
-                .map(|u| (0..n).map(|v| (m[[v, u]] - m[[v, u - 1]]).abs()).sum::<f32>())
+                .map(|u| {
+                    (0..n)
+                        .map(|v| (m[[v, u]] - m[[v, u - 1]]).abs())
+                        .sum::<f32>()
+                })
                 .fold(0.0f32, f32::max)
         };
-        assert!(jump(&a) < 1.5 * jump(&flat_c), "{} vs {}", jump(&a), jump(&flat_c));
+        assert!(
+            jump(&a) < 1.5 * jump(&flat_c),
+            "{} vs {}",
+            jump(&a),
+            jump(&flat_c)
+        );
     }
 
     #[test]

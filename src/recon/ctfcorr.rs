@@ -230,6 +230,35 @@ mod tests {
     }
 
     #[test]
+    fn spec_option_parses_and_3d_needs_wbp() {
+        use crate::recon::plan::{Method, ReconstructSpec};
+        let t = "binnings = [1]\nthickness_a = 100.0\nctf_correction = \"3d\"\n[method]\nkind = \"wbp\"\nfilter = \"ramp\"\n";
+        let s: ReconstructSpec = toml::from_str(t).unwrap();
+        assert_eq!(s.ctf_correction, CtfCorrection::ThreeD);
+        assert_eq!(s.wiener_snr, crate::recon::plan::DEFAULT_WIENER_SNR);
+        let s2: ReconstructSpec = toml::from_str(&t.replace("\"3d\"", "\"wiener\"")).unwrap();
+        assert_eq!(s2.ctf_correction, CtfCorrection::Wiener);
+        assert!(toml::from_str::<ReconstructSpec>(&t.replace("\"3d\"", "\"2d\"")).is_err());
+        // 3d with SIRT is refused before any work, naming the fix
+        let mut sirt = s.clone();
+        sirt.method = Method::Sirt {
+            iterations: 2,
+            relaxation: 1.0,
+            positivity: false,
+            mask: Default::default(),
+        };
+        let mut g = TiltSeriesGeometry::from_angles(16, 16, 4.0, &[0.0], 0.0);
+        g.tilts[0].defocus_u_a = 20000.0;
+        g.tilts[0].defocus_v_a = 20000.0;
+        let stack = Array3::<f32>::ones((1, 16, 16));
+        let out = std::env::temp_dir().join("lamella_ctfcorr_refused.mrc");
+        let e = crate::recon::plan::reconstruct(stack.view(), &g, &sirt, &Device::Cpu, &[out])
+            .unwrap_err();
+        assert!(e.to_string().contains("needs method wbp"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
     fn z_slab_projections_match_the_full_volume() {
         let g = TiltSeriesGeometry::from_angles(64, 64, 4.0, &[40.0], 80.0);
         let p = g.projections(1);

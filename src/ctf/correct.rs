@@ -134,6 +134,10 @@ pub struct Corrector {
     s2: Array2<f64>,
     /// Frequency azimuth from +x, radians.
     theta: Array2<f64>,
+    /// Per image: the CTF phase at the plane's centre defocus plus `asin A`.
+    g0: Array2<f64>,
+    /// Per image: the exposure filter (Wiener) or 1.
+    dose: Array2<f64>,
     spec: Array2<Complex32>,
     work: Array2<Complex32>,
     out: Array2<f32>,
@@ -157,6 +161,8 @@ impl Corrector {
             plan: Fft2::new(ny, nx),
             s2,
             theta,
+            g0: Array2::zeros(h),
+            dose: Array2::zeros(h),
             spec: Array2::zeros(h),
             work: Array2::zeros(h),
             out: Array2::zeros((ny, nx)),
@@ -212,19 +218,37 @@ impl Corrector {
         let half_astig = 0.5 * (ctf.defocus_u_a - ctf.defocus_v_a);
         let ast = ctf.astig_angle_deg.to_radians();
         let phase = ctf.phase_shift_deg.to_radians();
+        // per frequency, once per image: the phase at the plane's centre defocus (plus the
+        // amplitude-contrast phase) and, for Wiener, the exposure filter
+        let pl = PI * lambda;
+        for (((g0, dw), &s2), &th) in self
+            .g0
+            .iter_mut()
+            .zip(self.dose.iter_mut())
+            .zip(self.s2.iter())
+            .zip(self.theta.iter())
+        {
+            let df = mean + half_astig * (2.0 * (th - ast)).cos();
+            *g0 = pl * df * s2 - 0.5 * PI * cs_a * lambda.powi(3) * s2 * s2 + phase + amp;
+            *dw = match filter {
+                Filter::Wiener { .. } if exposure_e_a2 > 0.0 => {
+                    dose_filter(s2.sqrt(), exposure_e_a2, ctf.voltage_kv)
+                }
+                _ => 1.0,
+            };
+        }
         for k in 0..n {
             let d = first + k as f64 * step;
             let off = d - plane.centre_a;
-            for (((w, s), &s2), &th) in self
+            for ((((w, s), &s2), &g0), &dw) in self
                 .work
                 .iter_mut()
                 .zip(self.spec.iter())
                 .zip(self.s2.iter())
-                .zip(self.theta.iter())
+                .zip(self.g0.iter())
+                .zip(self.dose.iter())
             {
-                let df = mean + off + half_astig * (2.0 * (th - ast)).cos();
-                let g = PI * lambda * df * s2 - 0.5 * PI * cs_a * lambda.powi(3) * s2 * s2 + phase;
-                let c = (g + amp).sin();
+                let c = (g0 + pl * off * s2).sin();
                 let f = match filter {
                     Filter::PhaseFlip => {
                         if c < 0.0 {
@@ -234,11 +258,7 @@ impl Corrector {
                         }
                     }
                     Filter::Wiener { snr } => {
-                        let cd = if exposure_e_a2 > 0.0 {
-                            c * dose_filter(s2.sqrt(), exposure_e_a2, ctf.voltage_kv)
-                        } else {
-                            c
-                        };
+                        let cd = c * dw;
                         cd * (1.0 + 1.0 / snr) / (cd * cd + 1.0 / snr)
                     }
                 };

@@ -376,6 +376,12 @@ mod tests {
         let (c, _) = Config::load(&p).unwrap();
         assert_eq!(c.simulate.unwrap().preset, "demo");
         assert_eq!(c.reconstruct.binnings, vec![1, 2]);
+        assert_eq!(c.reconstruct.ctf_correction, CtfCorrection::None);
+        let (_d, p) = write(
+            "out = \"o\"\n[simulate]\npreset = \"tiny\"\n[reconstruct]\nctf_correction = \"3d\"\n",
+        );
+        let (c, _) = Config::load(&p).unwrap();
+        assert_eq!(c.reconstruct.ctf_correction, CtfCorrection::ThreeD);
     }
 
     #[test]

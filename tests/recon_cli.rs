@@ -156,3 +156,48 @@ fn several_binnings_and_slabs_from_the_command_line() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("raise max_memory"));
 }
+
+#[test]
+fn ctf_correction_flags() {
+    let d = tempfile::tempdir().unwrap();
+    write_inputs(d.path());
+    // without a defocus the correction is refused as bad input, naming the fix
+    let o = base(d.path())
+        .args(["--ctf", "phaseflip", "--out"])
+        .arg(d.path().join("a.mrc"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("defocus"), "{}", text(&o));
+    // with --defocus-a every mode writes a tomogram; 3d with SIRT is a usage error
+    let mut vols = Vec::new();
+    for mode in ["none", "phaseflip", "wiener", "3d"] {
+        let out = d.path().join(format!("{mode}.mrc"));
+        let o = base(d.path())
+            .args(["--ctf", mode, "--defocus-a", "20000", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{mode}: {}", text(&o));
+        vols.push(mrc::read(&out).unwrap().data);
+    }
+    // the corrections change the volume (5 Å/px, 2 µm: the first zero is inside the band)
+    for v in &vols[1..] {
+        let diff = (v - &vols[0]).mapv(f32::abs).sum();
+        assert!(diff > 1e-3 * vols[0].mapv(f32::abs).sum(), "{diff}");
+    }
+    let o = base(d.path())
+        .args([
+            "--ctf",
+            "3d",
+            "--defocus-a",
+            "20000",
+            "--method",
+            "sirt",
+            "--out",
+        ])
+        .arg(d.path().join("s.mrc"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}

@@ -54,6 +54,8 @@ fn spec(method: Method, binnings: Vec<usize>) -> ReconstructSpec {
         invert_contrast: true,
         max_memory_bytes: Some(1 << 30),
         checkpoint: None,
+        ctf_correction: Default::default(),
+        wiener_snr: 3.0,
     }
 }
 

@@ -4,6 +4,7 @@ use super::SeriesArgs;
 use crate::comm::Comm;
 use crate::device::{Device, DeviceChoice};
 use crate::pipeline::{inputs, metrics, signals};
+use crate::recon::ctfcorr::CtfCorrection;
 use crate::recon::filter::Filter;
 use crate::recon::plan::{
     reconstruct_with_stop, CheckpointSpec, Method, ReconstructOutcome, ReconstructSpec,
@@ -66,6 +67,16 @@ pub struct Args {
     /// Compute device.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceChoice,
+    /// CTF correction with the defocus of the geometry (or `--defocus-a`): 3d is WBP only.
+    #[arg(long, default_value = "none")]
+    pub ctf: CtfCorrection,
+    /// Wiener filter SNR constant (`--ctf wiener`).
+    #[arg(long, default_value_t = crate::recon::plan::DEFAULT_WIENER_SNR)]
+    pub wiener_snr: f64,
+    /// Defocus of every tilt at the tilt axis, Å (underfocus > 0), for `--ctf` when the
+    /// inputs carry none (an IMOD .defocus reader is left for the CTF stage).
+    #[arg(long)]
+    pub defocus_a: Option<f64>,
     /// Ground-truth volume to correlate with (MRC at the stack pixel size).
     #[arg(long)]
     pub truth: Option<PathBuf>,
@@ -169,7 +180,13 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
     let sa = &a.sirt;
     signals::install();
     let input = a.series.input(None, a.xf.clone(), a.truth.clone());
-    let s = inputs::load_input(&input)?;
+    let mut s = inputs::load_input(&input)?;
+    if let Some(d) = a.defocus_a {
+        for t in s.geometry.tilts.iter_mut() {
+            t.defocus_u_a = d;
+            t.defocus_v_a = d;
+        }
+    }
     let g = &s.geometry;
     let b0 = a.bin[0];
     let thickness_a = match (a.thickness_a, a.thickness) {
@@ -222,6 +239,8 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
             every: sa.checkpoint_every,
             resume: sa.resume,
         }),
+        ctf_correction: a.ctf,
+        wiener_snr: a.wiener_snr,
     };
     let device = Device::select(a.device, comm.local_rank())?;
     // Test hook: raise the stop flag (as SIGTERM would) after this many SIRT iterations.

@@ -1,5 +1,6 @@
-//! Contrast transfer function: model, per-image estimation (correction comes later).
+//! Contrast transfer function: model, per-image estimation, correction.
 
+pub mod correct;
 pub mod estimate;
 pub mod model;
 pub mod periodogram;

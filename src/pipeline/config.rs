@@ -5,6 +5,7 @@
 
 use crate::align::stage::AlignConfig;
 use crate::device::DeviceChoice;
+use crate::recon::ctfcorr::CtfCorrection;
 use crate::recon::filter::Filter;
 use crate::recon::plan::Method;
 use crate::recon::sirt::SupportMask;
@@ -135,6 +136,13 @@ pub struct ReconstructConfig {
     /// `[align]` the alignment starts from the nominal geometry).
     #[serde(default)]
     pub geometry: GeometrySource,
+    /// CTF correction with the geometry's defocus: `none` (default), `phaseflip`, `wiener`
+    /// or `3d` (WBP only); see `recon::ctfcorr`.
+    #[serde(default)]
+    pub ctf_correction: CtfCorrection,
+    /// Wiener filter SNR constant (`ctf_correction = "wiener"`).
+    #[serde(default = "crate::recon::plan::default_wiener_snr")]
+    pub wiener_snr: f64,
 }
 
 fn default_binnings() -> Vec<usize> {
@@ -172,6 +180,8 @@ impl Default for ReconstructConfig {
             mask: SupportMask::None,
             max_memory: None,
             geometry: GeometrySource::Truth,
+            ctf_correction: CtfCorrection::None,
+            wiener_snr: crate::recon::plan::DEFAULT_WIENER_SNR,
         }
     }
 }
@@ -366,6 +376,12 @@ mod tests {
         let (c, _) = Config::load(&p).unwrap();
         assert_eq!(c.simulate.unwrap().preset, "demo");
         assert_eq!(c.reconstruct.binnings, vec![1, 2]);
+        assert_eq!(c.reconstruct.ctf_correction, CtfCorrection::None);
+        let (_d, p) = write(
+            "out = \"o\"\n[simulate]\npreset = \"tiny\"\n[reconstruct]\nctf_correction = \"3d\"\n",
+        );
+        let (c, _) = Config::load(&p).unwrap();
+        assert_eq!(c.reconstruct.ctf_correction, CtfCorrection::ThreeD);
     }
 
     #[test]

@@ -376,6 +376,8 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
             every: 0,
             resume: opts.resume,
         }),
+        ctf_correction: rc.ctf_correction,
+        wiener_snr: rc.wiener_snr,
     };
     let rels: Vec<String> = rc
         .binnings

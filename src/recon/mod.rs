@@ -1,9 +1,11 @@
 //! Reconstruction: filters, back-projection, forward projection, weighted back-projection,
-//! SIRT.
+//! SIRT, CTF correction.
 
 pub mod backproject;
 pub mod checkpoint;
+pub mod ctfcorr;
 pub mod filter;
+pub mod fsc;
 pub mod multibin;
 pub mod plan;
 pub mod project;

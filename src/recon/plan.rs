@@ -22,6 +22,7 @@ use crate::core::geometry::TiltSeriesGeometry;
 use crate::device::Device;
 use crate::io::mrc::{self, MrcKind, MrcSlabWriter};
 use crate::recon::checkpoint::{self, sirt_input_hash};
+use crate::recon::ctfcorr::{check_defocus, correct_stack, wbp_3d, CtfCorrection};
 use crate::recon::filter::Filter;
 use crate::recon::sirt::{
     sirt_iterate, solver_fingerprint, validate_solver, SirtControl, SirtParams, SirtStart,
@@ -100,7 +101,22 @@ pub struct ReconstructSpec {
     /// SIRT checkpoints (none: no checkpoint, a stop request still stops cleanly).
     #[serde(default)]
     pub checkpoint: Option<CheckpointSpec>,
+    /// CTF correction of the tilts with the geometry's defocus (`recon::ctfcorr`): none,
+    /// phaseflip, wiener (2D, strips along the axis) or 3d (per Z slab, WBP only).
+    #[serde(default)]
+    pub ctf_correction: CtfCorrection,
+    /// Constant SNR of the Wiener filter (`ctf_correction = "wiener"`), > 0.
+    #[serde(default = "default_wiener_snr")]
+    pub wiener_snr: f64,
 }
+
+/// Default [`ReconstructSpec::wiener_snr`].
+pub fn default_wiener_snr() -> f64 {
+    DEFAULT_WIENER_SNR
+}
+
+/// Default constant SNR of the Wiener filter.
+pub const DEFAULT_WIENER_SNR: f64 = 3.0;
 
 /// One reconstructed tomogram.
 #[derive(Clone, Debug)]
@@ -245,6 +261,9 @@ pub fn reconstruct_with_stop(
     stop: &dyn Fn() -> bool,
 ) -> Result<ReconstructOutcome> {
     validate_spec(spec, stack.dim(), outputs)?;
+    if spec.ctf_correction != CtfCorrection::None {
+        check_defocus(geom)?;
+    }
     let budget = spec
         .max_memory_bytes
         .unwrap_or_else(default_max_memory_bytes);
@@ -273,7 +292,13 @@ pub fn reconstruct_with_stop(
         let (mem, halo) = match &spec.method {
             Method::Wbp { .. } => (
                 MemoryModel {
-                    fixed_bytes: all_images,
+                    // the 3D correction flips a copy of the images per Z slab
+                    fixed_bytes: all_images
+                        + if spec.ctf_correction == CtfCorrection::ThreeD {
+                            image_bytes(bin)
+                        } else {
+                            0
+                        },
                     bytes_per_line: line,
                 },
                 0,
@@ -292,6 +317,19 @@ pub fn reconstruct_with_stop(
     }
 
     let mut images = preprocess_multi(stack, geom, &spec.binnings, spec.invert_contrast)?;
+    let filter2d = match spec.ctf_correction {
+        CtfCorrection::Phaseflip => Some(crate::ctf::correct::Filter::PhaseFlip),
+        CtfCorrection::Wiener => Some(crate::ctf::correct::Filter::Wiener {
+            snr: spec.wiener_snr,
+        }),
+        CtfCorrection::None | CtfCorrection::ThreeD => None,
+    };
+    if let Some(f) = filter2d {
+        for (im, &bin) in images.iter_mut().zip(&spec.binnings) {
+            let strips = correct_stack(im, geom, bin, f, 0.0);
+            tracing::info!("bin {bin}: CTF {f:?} per tilt, up to {strips} strips");
+        }
+    }
     if let Method::Wbp { filter } = spec.method {
         for im in images.iter_mut() {
             weight(im, geom, filter, spec.lowpass);
@@ -306,6 +344,8 @@ pub fn reconstruct_with_stop(
         let (shape, voxel_a) = (*shape, *voxel_a);
         let job = BinJob {
             bin,
+            geom,
+            ctf: spec.ctf_correction,
             b: b.view(),
             shape,
             voxel_a,
@@ -337,6 +377,8 @@ pub fn reconstruct_with_stop(
 /// One binning's inputs.
 struct BinJob<'a> {
     bin: usize,
+    geom: &'a TiltSeriesGeometry,
+    ctf: CtfCorrection,
     /// Prepared images (weighted for WBP) `[tilt, y, x]`.
     b: ArrayView3<'a, f32>,
     shape: (usize, usize, usize),
@@ -495,7 +537,11 @@ fn run_slab(
     };
     let (iterations, relaxation, positivity, mask) = match &spec.method {
         Method::Wbp { .. } => {
-            let v = backproject_mean(device, job.b, &projs, shape, job.voxel_a)?;
+            let v = if job.ctf == CtfCorrection::ThreeD {
+                wbp_3d(device, job.b, job.geom, job.bin, &projs, shape, job.voxel_a)?
+            } else {
+                backproject_mean(device, job.b, &projs, shape, job.voxel_a)?
+            };
             return Ok(SlabResult::Done(v, Vec::new()));
         }
         Method::Sirt {
@@ -662,6 +708,18 @@ fn validate_spec(
             ));
         }
     }
+    if !(spec.wiener_snr.is_finite() && spec.wiener_snr > 0.0) {
+        return err(format!(
+            "wiener_snr = {}: give a positive signal-to-noise constant (e.g. 3)",
+            spec.wiener_snr
+        ));
+    }
+    if spec.ctf_correction == CtfCorrection::ThreeD && matches!(spec.method, Method::Sirt { .. }) {
+        return err(
+            "ctf_correction = \"3d\" needs method wbp (SIRT takes \"phaseflip\" or \"wiener\")"
+                .into(),
+        );
+    }
     if spec.max_memory_bytes == Some(0) {
         return err("max_memory_bytes = 0: give a budget in bytes, or none for the default".into());
     }
@@ -745,6 +803,8 @@ every = 5
             invert_contrast: true,
             max_memory_bytes: None,
             checkpoint: None,
+            ctf_correction: CtfCorrection::None,
+            wiener_snr: DEFAULT_WIENER_SNR,
         };
         let outs = vec![PathBuf::from("a.mrc"), PathBuf::from("b.mrc")];
         let e = validate_spec(&spec, (3, 32, 32), &outs).unwrap_err();

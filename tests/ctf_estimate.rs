@@ -105,6 +105,7 @@ fn recovers_defocus_of_simulated_low_tilts() {
             astigmatism_a: astig,
             frames_per_tilt: 0,
             noise: false,
+            ice_structure_factor: 0.0,
             // a crowded field: Thon rings need broadband specimen power (the simulated ice
             // is a uniform slab and gives none)
             structures: vec![(base.structures[0].0.clone(), 40)],

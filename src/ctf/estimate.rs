@@ -156,14 +156,14 @@ struct BandPixels {
 
 /// The optics constants of `γ(s) = k1·Δf·s² − k2·s⁴` and the amplitude-contrast phase.
 #[derive(Clone, Copy)]
-struct Optics {
-    k1: f64,
-    k2: f64,
-    alpha: f64,
+pub(crate) struct Optics {
+    pub(crate) k1: f64,
+    pub(crate) k2: f64,
+    pub(crate) alpha: f64,
 }
 
 impl Optics {
-    fn new(s: &CtfSearch) -> Self {
+    pub(crate) fn new(s: &CtfSearch) -> Self {
         let lambda = electron_wavelength_a(s.voltage_kv);
         Optics {
             k1: PI * lambda,
@@ -174,7 +174,7 @@ impl Optics {
 
     /// `|CTF| = |sin(γ + asin A)|` (the modulus of [`Ctf::value`]).
     #[inline]
-    fn ctf_abs(&self, defocus: f64, s2: f64) -> f64 {
+    pub(crate) fn ctf_abs(&self, defocus: f64, s2: f64) -> f64 {
         let g = self.k1 * defocus * s2 - self.k2 * s2 * s2 + self.alpha;
         let v = g.sin();
         v.abs()
@@ -304,8 +304,23 @@ pub fn estimate(img: ArrayView2<f32>, s: &CtfSearch) -> Result<CtfFit> {
             "CTF estimation: the image contains NaN/Inf; fix or mask the input image".into(),
         ));
     }
+    let ps = tile_periodogram(img, s.tile);
+    estimate_from_spectrum(&ps, s)
+}
+
+/// [`estimate`] from an averaged tile power spectrum `ps` (`(tile, tile/2 + 1)`, FFT order, as
+/// [`tile_periodogram`] makes; `tile = s.tile`), e.g. one whose tiles were rescaled to a common
+/// defocus ([`crate::ctf::tilted`]). Same results and errors as [`estimate`].
+pub fn estimate_from_spectrum(ps: &Array2<f32>, s: &CtfSearch) -> Result<CtfFit> {
+    s.validate()?;
     let tile = s.tile;
-    let ps = tile_periodogram(img, tile);
+    if ps.dim() != (tile, tile / 2 + 1) {
+        return Err(Error::Runtime(format!(
+            "CTF estimation: spectrum of shape {:?}, expected ({tile}, {}) for tile {tile}",
+            ps.dim(),
+            tile / 2 + 1
+        )));
+    }
     if ps.iter().all(|&v| v == 0.0) {
         return Err(Error::Runtime(
             "CTF estimation: the image is constant (no power spectrum); check the input image"
@@ -314,7 +329,7 @@ pub fn estimate(img: ArrayView2<f32>, s: &CtfSearch) -> Result<CtfFit> {
     }
     let band = s.band();
     // prepare to Nyquist so the fit resolution can be measured beyond the band
-    let data = subtract_background(&ps, tile, s.pixel_a, (band.0, 2.0 * s.pixel_a));
+    let data = subtract_background(ps, tile, s.pixel_a, (band.0, 2.0 * s.pixel_a));
     let (r_lo, r_hi) = band_radii(tile, s.pixel_a, band);
     let optics = Optics::new(s);
     let all = band_pixels(&data, tile, s.pixel_a, r_lo as f64, (tile / 2) as f64);

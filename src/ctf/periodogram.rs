@@ -42,15 +42,20 @@ fn taper_1d(n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Averaged power spectrum `|F|²` of overlapping square tiles of an image `[y, x]`.
+/// Visit the power spectrum `|F|²` of every overlapping square tile of an image `[y, x]`.
 ///
 /// Tiles are `tile × tile` pixels with 50 % overlap (the last row/column of tiles is flush with
 /// the image edge); each tile is mean-subtracted and multiplied by a separable cosine edge
 /// taper (10 % of the tile per side) before its FFT. An image smaller than `tile` along an axis
-/// is zero-padded there. Returns the mean over tiles of the half spectrum, shape
-/// `(tile, tile/2 + 1)`, FFT order (DC at `[0, 0]`), unnormalised forward FFT (units:
-/// image units² · pixels²). `tile` must be ≥ 2. One FFT plan and scratch serve all tiles.
-pub fn tile_periodogram(img: ArrayView2<f32>, tile: usize) -> Array2<f32> {
+/// is zero-padded there. `visit((y0, x0), ps)` gets the tile's top-left pixel and its half
+/// power spectrum `(tile, tile/2 + 1)`, FFT order (DC at `[0, 0]`), unnormalised forward FFT
+/// (units: image units² · pixels²). `tile` must be ≥ 2. One FFT plan and scratch serve all
+/// tiles. Returns the number of tiles.
+pub fn for_each_tile_spectrum<F: FnMut((usize, usize), &Array2<f32>)>(
+    img: ArrayView2<f32>,
+    tile: usize,
+    mut visit: F,
+) -> usize {
     let tile = tile.max(2);
     let (ny, nx) = img.dim();
 
@@ -58,7 +63,7 @@ pub fn tile_periodogram(img: ArrayView2<f32>, tile: usize) -> Array2<f32> {
     let win = taper_1d(tile);
     let mut buf = Array2::<f32>::zeros((tile, tile));
     let mut spec = Array2::<Complex32>::zeros((tile, tile / 2 + 1));
-    let mut acc = Array2::<f64>::zeros((tile, tile / 2 + 1));
+    let mut ps = Array2::<f32>::zeros((tile, tile / 2 + 1));
     let mut count = 0usize;
     for &y0 in &tile_starts(ny, tile) {
         for &x0 in &tile_starts(nx, tile) {
@@ -76,12 +81,26 @@ pub fn tile_periodogram(img: ArrayView2<f32>, tile: usize) -> Array2<f32> {
                 }
             }
             plan.forward_into(buf.view(), &mut spec);
-            for (a, c) in acc.iter_mut().zip(spec.iter()) {
-                *a += c.norm_sqr() as f64;
+            for (p, c) in ps.iter_mut().zip(spec.iter()) {
+                *p = c.norm_sqr();
             }
+            visit((y0, x0), &ps);
             count += 1;
         }
     }
+    count
+}
+
+/// Averaged power spectrum `|F|²` of overlapping square tiles of an image `[y, x]`: the mean
+/// over the tiles of [`for_each_tile_spectrum`], shape `(tile, tile/2 + 1)`, FFT order.
+pub fn tile_periodogram(img: ArrayView2<f32>, tile: usize) -> Array2<f32> {
+    let tile = tile.max(2);
+    let mut acc = Array2::<f64>::zeros((tile, tile / 2 + 1));
+    let count = for_each_tile_spectrum(img, tile, |_, ps| {
+        for (a, &p) in acc.iter_mut().zip(ps.iter()) {
+            *a += p as f64;
+        }
+    });
     let inv = 1.0 / count.max(1) as f64;
     acc.mapv(|v| (v * inv) as f32)
 }

@@ -7,7 +7,7 @@
 //! dose filter at the tilt's mid-exposure (pre-exposure + half its own dose).
 
 use crate::core::fourier::{fftfreq, fourier_shift_2d, rfftfreq, Fft2};
-use crate::core::geometry::{apply, transpose, TiltSeriesGeometry};
+use crate::core::geometry::{apply, transpose, TiltImage, TiltSeriesGeometry};
 use crate::ctf::{dose_filter, electron_wavelength_a, interaction_constant, Ctf};
 use ndarray::{Array2, Array3, Axis};
 use num_complex::Complex32;
@@ -20,6 +20,16 @@ const BUCKET_PHASE_RAD: f64 = std::f64::consts::PI / 8.0;
 /// Defocus offset (Å, added to U and V) of every pixel of tilt `i`: the defocus at the point
 /// of the specimen mid-plane (z = 0) that projects to the pixel, minus the tilt's defocus.
 pub fn defocus_offset_map(geom: &TiltSeriesGeometry, i: usize) -> Array2<f64> {
+    Array2::from_shape_fn((geom.ny, geom.nx), |(v, u)| {
+        defocus_offset_at(geom, i, u as f64, v as f64)
+    })
+}
+
+/// Defocus offset (Å) at image position `(u, v)` (pixels, x and y, of an `nx × ny` image of
+/// `geom`) of tilt `i`: the defocus at the point of the specimen mid-plane (z = 0) that
+/// projects there, minus the tilt's defocus (so it is 0 on the tilt axis through the centre;
+/// its sign follows `geom.hand`).
+pub fn defocus_offset_at(geom: &TiltSeriesGeometry, i: usize, u: f64, v: f64) -> f64 {
     let t = &geom.tilts[i];
     let px = geom.pixel_a;
     let rt = transpose(&t.rotation());
@@ -28,14 +38,12 @@ pub fn defocus_offset_map(geom: &TiltSeriesGeometry, i: usize) -> Array2<f64> {
         (geom.nx / 2) as f64 + t.shift_x_a / px,
         (geom.ny / 2) as f64 + t.shift_y_a / px,
     );
-    Array2::from_shape_fn((geom.ny, geom.nx), |(v, u)| {
-        let (a, b) = ((u as f64 - cx) * px, (v as f64 - cy) * px);
-        let p0 = apply(&rt, [a, b, 0.0]);
-        // p = Rᵀ(a, b, w) on the mid-plane: p0_z + w·dz = 0 (dz = cos tilt > 0 for |tilt| < 90°)
-        let w = if dz.abs() > 1e-9 { -p0[2] / dz } else { 0.0 };
-        let p = [p0[0] + w * rt[0][2], p0[1] + w * rt[1][2], 0.0];
-        geom.defocus_at(i, p) - t.defocus_mean_a()
-    })
+    let (a, b) = ((u - cx) * px, (v - cy) * px);
+    let p0 = apply(&rt, [a, b, 0.0]);
+    // p = Rᵀ(a, b, w) on the mid-plane: p0_z + w·dz = 0 (dz = cos tilt > 0 for |tilt| < 90°)
+    let w = if dz.abs() > 1e-9 { -p0[2] / dz } else { 0.0 };
+    let p = [p0[0] + w * rt[0][2], p0[1] + w * rt[1][2], 0.0];
+    geom.defocus_at(i, p) - t.defocus_mean_a()
 }
 
 /// Expected electron counts per pixel (`[y, x]`) of tilt `i` from its projected excess
@@ -116,6 +124,31 @@ pub fn expected_counts(
     let n_e = (t.dose_e_a2 * px * px) as f32;
     contrast.mapv_inplace(|c| n_e * (-c).exp());
     contrast
+}
+
+/// Number density of water molecules in vitreous ice (0.92 g/cm³), molecules per Å³.
+pub const ICE_MOLECULES_PER_A3: f64 = 0.0307;
+
+/// Standard deviation (V·Å) per pixel of the amorphous-ice texture of tilt `t`: the projected
+/// potential of `N` water molecules in a pixel column of area `px²` and length
+/// `L = thickness / cos(beam, slab normal)` fluctuates with `var N = S·⟨N⟩` (`S` the effective
+/// structure factor; `S = 1` for independent molecules), each molecule carrying the volume
+/// integral `V_ice / n` of the mean ice potential. Hence `σ = V_ice·sqrt(S·L / (n·px²))`.
+pub fn ice_texture_sigma(t: &TiltImage, thickness_a: f64, pixel_a: f64, s_eff: f64) -> f64 {
+    let dz = apply(&transpose(&t.rotation()), [0.0, 0.0, 1.0])[2]
+        .abs()
+        .max(0.05);
+    let path = thickness_a / dz;
+    crate::sim::phantom::ICE_POTENTIAL_V
+        * (s_eff.max(0.0) * path / (ICE_MOLECULES_PER_A3 * pixel_a * pixel_a)).sqrt()
+}
+
+/// Add a white Gaussian field of standard deviation `sigma` (V·Å) to the projected excess
+/// potential `proj` (`[y, x]`), in row-major order from `rng` (the amorphous-ice texture).
+pub fn add_ice_texture<R: Rng>(proj: &mut Array2<f32>, sigma: f64, rng: &mut R) {
+    if let Ok(n) = Normal::new(0.0, sigma.max(0.0)) {
+        proj.mapv_inplace(|v| v + n.sample(rng) as f32);
+    }
 }
 
 /// Poisson sample of every pixel of `mean` (counts) with `rng`, in row-major order.
@@ -216,6 +249,25 @@ mod tests {
         assert!(off[[32, 32]].abs() < 1e-9);
         // rows along the axis have constant defocus
         assert!((off[[5, 42]] - off[[60, 42]]).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ice_texture_variance_follows_path_length() {
+        let g0 = geom(0.0, 0.0);
+        let g60 = geom(60.0, 0.0);
+        let s0 = ice_texture_sigma(&g0.tilts[0], 500.0, 10.0, 1.0);
+        let s60 = ice_texture_sigma(&g60.tilts[0], 500.0, 10.0, 1.0);
+        // variance ∝ thickness / cos(tilt): cos 60° = 0.5 doubles it
+        assert!((s60 * s60 / (s0 * s0) - 2.0).abs() < 1e-9);
+        // 4.5 V·sqrt(500 Å / (0.0307 Å⁻³ · 100 Å²)) ≈ 57 V·Å
+        assert!((s0 - 4.5 * (500.0f64 / 3.07).sqrt()).abs() < 1e-9, "{s0}");
+        assert_eq!(ice_texture_sigma(&g0.tilts[0], 500.0, 10.0, 0.0), 0.0);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        use rand::SeedableRng;
+        let mut p = Array2::<f32>::zeros((128, 128));
+        add_ice_texture(&mut p, s0, &mut rng);
+        let var = p.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / p.len() as f64;
+        assert!((var.sqrt() / s0 - 1.0).abs() < 0.02, "{} {s0}", var.sqrt());
     }
 
     #[test]

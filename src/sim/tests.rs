@@ -55,6 +55,7 @@ fn small_params() -> SeriesParams {
         frames_per_tilt: 3,
         drift_a_per_frame: 2.0,
         noise: true,
+        ice_structure_factor: 0.0,
     }
 }
 

@@ -169,22 +169,18 @@ mod tests {
         p.tilt_step_deg = 15.0;
         p.total_dose_e_a2 = 9.0 * 10.0 * 0.4;
         let s = simulate_series(&p, 3).unwrap();
-        let (mut ss, mut n) = (0.0, 0usize);
+        let (mut est, mut truth) = (Vec::new(), Vec::new());
         for (fr, t) in s.frames.iter().zip(&s.truth.tilts) {
             let m = align_global(fr.view(), pixel_a, &GlobalParams::default()).unwrap();
-            let nf = t.frame_drift_a.len() as f64;
-            let mean = t
-                .frame_drift_a
-                .iter()
-                .fold([0.0, 0.0], |a, d| [a[0] + d[0] / nf, a[1] + d[1] / nf]);
-            for (est, d) in m.shifts_px.iter().zip(&t.frame_drift_a) {
-                let ex = est[0] - (d[0] - mean[0]) / pixel_a;
-                let ey = est[1] - (d[1] - mean[1]) / pixel_a;
-                ss += ex * ex + ey * ey;
-                n += 1;
-            }
+            est.push(m.shifts_px);
+            truth.push(
+                t.frame_drift_a
+                    .iter()
+                    .map(|d| [d[0] / pixel_a, d[1] / pixel_a])
+                    .collect(),
+            );
         }
-        (ss / n as f64).sqrt()
+        crate::motion::series::rms_trajectory_error(&est, &truth)
     }
 
     #[test]

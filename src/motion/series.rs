@@ -1,0 +1,215 @@
+//! Motion correction of a whole tilt series: every tilt's movie aligned globally
+//! ([`super::global`]), summed with dose weighting ([`super::sum`]) into the full, even and odd
+//! tilt stacks.
+//!
+//! Convention: the reported trajectory of each tilt is anchored at its **first frame**
+//! (`shifts_px[0] = [0, 0]`, content displacement of frame `f` relative to frame 0, pixels)
+//! and the sums are on the grid of frame 0, as SerialEM's/the simulator's stack image is. The
+//! alignment itself is mean-zero ([`super::GlobalMotion`]); the offset is removed afterwards.
+
+use super::global::{align_global, GlobalParams};
+use super::sum::{sum_frames, Exposure};
+use crate::{Error, Result};
+use ndarray::{Array3, ArrayView3, Axis};
+
+/// Options of the motion correction of a series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MotionParams {
+    /// Global alignment parameters.
+    pub global: GlobalParams,
+    /// Dose-weight the full/even/odd sums (needs an exposure per tilt).
+    pub dose_weighting: bool,
+}
+
+impl Default for MotionParams {
+    fn default() -> Self {
+        MotionParams {
+            global: GlobalParams::default(),
+            dose_weighting: true,
+        }
+    }
+}
+
+/// The motion of one tilt.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TiltMotion {
+    /// Per frame `[dx, dy]` content displacement relative to frame 0, pixels.
+    pub shifts_px: Vec<[f64; 2]>,
+    /// Iterations of the global alignment.
+    pub iterations: usize,
+    /// Exposure before the first frame, e/Å² (0 when unknown).
+    pub pre_exposure_e_a2: f64,
+    /// Exposure per frame, e/Å² (0 when unknown).
+    pub per_frame_e_a2: f64,
+}
+
+/// A motion-corrected tilt series.
+#[derive(Clone, Debug)]
+pub struct SeriesMotion {
+    /// Full sums `[tilt, y, x]` (dose-weighted when asked and the exposure is known).
+    pub stack: Array3<f32>,
+    /// Sums of frames 0, 2, 4, … `[tilt, y, x]`.
+    pub even: Array3<f32>,
+    /// Sums of frames 1, 3, 5, … `[tilt, y, x]`.
+    pub odd: Array3<f32>,
+    /// Per tilt (stack order) its motion.
+    pub tilts: Vec<TiltMotion>,
+}
+
+/// Align and sum one movie `[frame, y, x]` at `pixel_a` Å; `exposure` is used for dose
+/// weighting when `params.dose_weighting`. Returns the sums and the frame-0-anchored motion.
+pub fn correct_movie(
+    frames: ArrayView3<f32>,
+    pixel_a: f64,
+    exposure: Option<&Exposure>,
+    params: &MotionParams,
+) -> Result<(super::MovieSums, TiltMotion)> {
+    let g = align_global(frames, pixel_a, &params.global)?;
+    let s0 = g.shifts_px[0];
+    let shifts: Vec<[f64; 2]> = g
+        .shifts_px
+        .iter()
+        .map(|s| [s[0] - s0[0], s[1] - s0[1]])
+        .collect();
+    let weight = exposure.filter(|e| params.dose_weighting && e.per_frame_e_a2 > 0.0);
+    let sums = sum_frames(frames, &shifts, pixel_a, weight)?;
+    Ok((
+        sums,
+        TiltMotion {
+            shifts_px: shifts,
+            iterations: g.iterations,
+            pre_exposure_e_a2: exposure.map_or(0.0, |e| e.pre_exposure_e_a2),
+            per_frame_e_a2: exposure.map_or(0.0, |e| e.per_frame_e_a2),
+        },
+    ))
+}
+
+/// Motion-correct `n_tilts` movies, loaded one at a time by `load(i)` (stack order), at
+/// `pixel_a` Å; `exposures[i]` is tilt `i`'s exposure (`None`: no dose weighting for it).
+/// `stop()` is checked before every tilt: when it returns true the correction ends with
+/// [`Error::Runtime`] (the caller resumes later).
+///
+/// Errors: movies of different frame sizes ([`Error::BadInput`] naming `names[i]`), and those
+/// of [`align_global`] / [`sum_frames`].
+pub fn correct_series(
+    n_tilts: usize,
+    mut load: impl FnMut(usize) -> Result<Array3<f32>>,
+    names: &[String],
+    pixel_a: f64,
+    exposures: &[Option<Exposure>],
+    params: &MotionParams,
+    stop: &dyn Fn() -> bool,
+) -> Result<SeriesMotion> {
+    let mut out: Option<SeriesMotion> = None;
+    for i in 0..n_tilts {
+        if stop() {
+            return Err(Error::Runtime(format!(
+                "motion correction stopped by a signal before tilt {i} of {n_tilts}"
+            )));
+        }
+        let frames = load(i)?;
+        let (_, ny, nx) = frames.dim();
+        let name = names.get(i).map(String::as_str).unwrap_or("<movie>");
+        let (sums, motion) = correct_movie(
+            frames.view(),
+            pixel_a,
+            exposures.get(i).and_then(|e| e.as_ref()),
+            params,
+        )
+        .map_err(|e| rename_movie(e, name))?;
+        let o = out.get_or_insert_with(|| SeriesMotion {
+            stack: Array3::zeros((n_tilts, ny, nx)),
+            even: Array3::zeros((n_tilts, ny, nx)),
+            odd: Array3::zeros((n_tilts, ny, nx)),
+            tilts: Vec::with_capacity(n_tilts),
+        });
+        if o.stack.dim().1 != ny || o.stack.dim().2 != nx {
+            return Err(Error::bad_input(
+                name,
+                "frame size",
+                format!(
+                    "{nx}×{ny} but the first movie's frames are {}×{}: all movies of a tilt \
+                     series must have the same size",
+                    o.stack.dim().2,
+                    o.stack.dim().1
+                ),
+            ));
+        }
+        o.stack.index_axis_mut(Axis(0), i).assign(&sums.full);
+        o.even.index_axis_mut(Axis(0), i).assign(&sums.even);
+        o.odd.index_axis_mut(Axis(0), i).assign(&sums.odd);
+        o.tilts.push(motion);
+        tracing::debug!(
+            tilt = i,
+            iterations = o.tilts[i].iterations,
+            "movie aligned"
+        );
+    }
+    out.ok_or_else(|| Error::Runtime("motion correction of a series without tilts".into()))
+}
+
+/// Replace the `<movie>` placeholder of errors from the per-movie functions by its name.
+fn rename_movie(e: Error, name: &str) -> Error {
+    match e {
+        Error::BadInput { path, field, msg } if path.as_os_str() == "<movie>" => {
+            Error::bad_input(name, field, msg)
+        }
+        other => other,
+    }
+}
+
+/// RMS error (pixels) of estimated trajectories against true ones, over all frames of all
+/// tilts, after removing each tilt's mean (a trajectory is defined up to a common offset).
+/// Tilts are paired in order; frames beyond the shorter of a pair are ignored.
+pub fn rms_trajectory_error(est_px: &[Vec<[f64; 2]>], truth_px: &[Vec<[f64; 2]>]) -> f64 {
+    let mean = |v: &[[f64; 2]]| {
+        let n = v.len().max(1) as f64;
+        v.iter()
+            .fold([0.0, 0.0], |a, d| [a[0] + d[0] / n, a[1] + d[1] / n])
+    };
+    let (mut ss, mut n) = (0.0, 0usize);
+    for (e, t) in est_px.iter().zip(truth_px) {
+        let k = e.len().min(t.len());
+        let (me, mt) = (mean(&e[..k]), mean(&t[..k]));
+        for (a, b) in e[..k].iter().zip(&t[..k]) {
+            let dx = (a[0] - me[0]) - (b[0] - mt[0]);
+            let dy = (a[1] - me[1]) - (b[1] - mt[1]);
+            ss += dx * dx + dy * dy;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return f64::NAN;
+    }
+    (ss / n as f64).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trajectory_error_ignores_a_common_offset() {
+        let t = vec![vec![[0.0, 0.0], [1.0, 0.0], [2.0, 1.0]]];
+        let e = vec![vec![[5.0, 5.0], [6.0, 5.0], [7.0, 6.0]]];
+        assert!(rms_trajectory_error(&e, &t) < 1e-12);
+        let e = vec![vec![[0.0, 0.0], [1.0, 0.0], [2.0, 1.0 + 3.0]]];
+        // deviations after removing the means: (0, −1), (0, −1), (0, 2) → sqrt(6/3)
+        assert!((rms_trajectory_error(&e, &t) - 2f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn stop_before_the_first_tilt() {
+        let e = correct_series(
+            2,
+            |_| Ok(Array3::zeros((2, 16, 16))),
+            &[],
+            1.0,
+            &[],
+            &MotionParams::default(),
+            &|| true,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("stopped"), "{e}");
+    }
+}

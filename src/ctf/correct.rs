@@ -324,15 +324,7 @@ mod tests {
     use super::*;
 
     fn ctf(df: f64) -> Ctf {
-        Ctf {
-            voltage_kv: 300.0,
-            cs_mm: 2.7,
-            amplitude_contrast: 0.07,
-            defocus_u_a: df,
-            defocus_v_a: df,
-            astig_angle_deg: 0.0,
-            phase_shift_deg: 0.0,
-        }
+        crate::ctf::model::test_ctf(df)
     }
 
     fn flat(df: f64) -> DefocusPlane {

@@ -95,20 +95,26 @@ impl Ctf {
     }
 }
 
+/// A 300 kV, Cs 2.7 mm, 7 % amplitude-contrast CTF at defocus `df` Å, no astigmatism (tests).
+#[cfg(test)]
+pub(crate) fn test_ctf(df: f64) -> Ctf {
+    Ctf {
+        voltage_kv: 300.0,
+        cs_mm: 2.7,
+        amplitude_contrast: 0.07,
+        defocus_u_a: df,
+        defocus_v_a: df,
+        astig_angle_deg: 0.0,
+        phase_shift_deg: 0.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ctf(df: f64) -> Ctf {
-        Ctf {
-            voltage_kv: 300.0,
-            cs_mm: 2.7,
-            amplitude_contrast: 0.07,
-            defocus_u_a: df,
-            defocus_v_a: df,
-            astig_angle_deg: 0.0,
-            phase_shift_deg: 0.0,
-        }
+        test_ctf(df)
     }
 
     #[test]

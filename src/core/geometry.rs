@@ -411,6 +411,28 @@ impl TiltSeriesGeometry {
         let depth = apply(&t.rotation(), p)[2];
         t.defocus_mean_a() - self.hand * depth
     }
+
+    /// Defocus offset (Å) at image position `(u, v)` (pixels, x and y, of the `nx × ny`
+    /// image) of tilt `i`: the defocus at the point of the specimen mid-plane (z = 0) that
+    /// projects there, minus the tilt's defocus (0 on the tilt axis through the image of the
+    /// tomogram centre; its sign follows `hand`). Used by the simulator's image formation and
+    /// the tilt-aware CTF fit.
+    pub fn defocus_offset_at(&self, i: usize, u: f64, v: f64) -> f64 {
+        let t = &self.tilts[i];
+        let px = self.pixel_a;
+        let rt = transpose(&t.rotation());
+        let dz = apply(&rt, [0.0, 0.0, 1.0])[2];
+        let (cx, cy) = (
+            (self.nx / 2) as f64 + t.shift_x_a / px,
+            (self.ny / 2) as f64 + t.shift_y_a / px,
+        );
+        let (a, b) = ((u - cx) * px, (v - cy) * px);
+        let p0 = apply(&rt, [a, b, 0.0]);
+        // p = Rᵀ(a, b, w) on the mid-plane: p0_z + w·dz = 0 (dz = cos tilt > 0 for |tilt| < 90°)
+        let w = if dz.abs() > 1e-9 { -p0[2] / dz } else { 0.0 };
+        let p = [p0[0] + w * rt[0][2], p0[1] + w * rt[1][2], 0.0];
+        self.defocus_at(i, p) - t.defocus_mean_a()
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Tilt-aware CTF estimation of a tilt series (ctfplotter / CTFFIND5 style).
 //!
 //! In a tilted image the defocus changes across the field: the tile whose centre sees the
-//! specimen mid-plane at offset `δ` (Å, [`crate::sim::image::defocus_offset_at`], from the
+//! specimen mid-plane at offset `δ` (Å, [`TiltSeriesGeometry::defocus_offset_at`], from the
 //! known tilt angle, axis, shifts and handedness) has defocus `Δf₀ + δ`, with `Δf₀` the
 //! defocus on the tilt axis (what [`TiltImage::defocus_u_a`] etc. hold). Each tile's power
 //! spectrum is rescaled radially so its Thon rings sit where they would at `Δf₀`
@@ -25,7 +25,6 @@ use crate::core::geometry::TiltSeriesGeometry;
 use crate::ctf::estimate::{estimate_from_spectrum, CtfFit, CtfSearch, Optics};
 use crate::ctf::periodogram::for_each_tile_spectrum;
 use crate::error::{Error, Result};
-use crate::sim::image::defocus_offset_at;
 use ndarray::{Array2, ArrayView2, ArrayView3, Axis};
 use rayon::prelude::*;
 
@@ -69,7 +68,7 @@ impl TiltedSpectra {
             Default::default();
         let h = (tile / 2) as f64;
         for_each_tile_spectrum(img, tile, |(y0, x0), ps| {
-            let d = defocus_offset_at(geom, i, x0 as f64 + h, y0 as f64 + h);
+            let d = geom.defocus_offset_at(i, x0 as f64 + h, y0 as f64 + h);
             let e = map
                 .entry((d / step).round() as i64)
                 .or_insert_with(|| (0.0, Array2::zeros(ps.dim()), 0));

@@ -21,29 +21,8 @@ const BUCKET_PHASE_RAD: f64 = std::f64::consts::PI / 8.0;
 /// of the specimen mid-plane (z = 0) that projects to the pixel, minus the tilt's defocus.
 pub fn defocus_offset_map(geom: &TiltSeriesGeometry, i: usize) -> Array2<f64> {
     Array2::from_shape_fn((geom.ny, geom.nx), |(v, u)| {
-        defocus_offset_at(geom, i, u as f64, v as f64)
+        geom.defocus_offset_at(i, u as f64, v as f64)
     })
-}
-
-/// Defocus offset (Å) at image position `(u, v)` (pixels, x and y, of an `nx × ny` image of
-/// `geom`) of tilt `i`: the defocus at the point of the specimen mid-plane (z = 0) that
-/// projects there, minus the tilt's defocus (so it is 0 on the tilt axis through the centre;
-/// its sign follows `geom.hand`).
-pub fn defocus_offset_at(geom: &TiltSeriesGeometry, i: usize, u: f64, v: f64) -> f64 {
-    let t = &geom.tilts[i];
-    let px = geom.pixel_a;
-    let rt = transpose(&t.rotation());
-    let dz = apply(&rt, [0.0, 0.0, 1.0])[2];
-    let (cx, cy) = (
-        (geom.nx / 2) as f64 + t.shift_x_a / px,
-        (geom.ny / 2) as f64 + t.shift_y_a / px,
-    );
-    let (a, b) = ((u - cx) * px, (v - cy) * px);
-    let p0 = apply(&rt, [a, b, 0.0]);
-    // p = Rᵀ(a, b, w) on the mid-plane: p0_z + w·dz = 0 (dz = cos tilt > 0 for |tilt| < 90°)
-    let w = if dz.abs() > 1e-9 { -p0[2] / dz } else { 0.0 };
-    let p = [p0[0] + w * rt[0][2], p0[1] + w * rt[1][2], 0.0];
-    geom.defocus_at(i, p) - t.defocus_mean_a()
 }
 
 /// Expected electron counts per pixel (`[y, x]`) of tilt `i` from its projected excess

@@ -308,6 +308,17 @@ pub struct Projection {
 }
 
 impl Projection {
+    /// The projection of a volume whose origin sits at specimen point `d` (Å) of this one:
+    /// `P'(p) = P(p + d)` (the translation column gains `M·d`). Used to project sub-volumes
+    /// (slabs along Y or Z) centred on their own middle.
+    pub fn translated(&self, d: [f64; 3]) -> Projection {
+        let mut m = self.m;
+        for row in m.iter_mut() {
+            row[3] += row[0] * d[0] + row[1] * d[1] + row[2] * d[2];
+        }
+        Projection { m }
+    }
+
     /// Image position `(u, v)` in pixels of the specimen point `p` (Å).
     pub fn project(&self, p: [f64; 3]) -> [f64; 2] {
         let m = &self.m;

@@ -151,13 +151,7 @@ pub fn z_slab_projections(
     let dz = (z0 as f64 + (h / 2) as f64 - (nz / 2) as f64) * voxel_a;
     let p = projections
         .iter()
-        .map(|p| {
-            let mut m = p.m;
-            for row in m.iter_mut() {
-                row[3] += row[2] * dz;
-            }
-            Projection { m }
-        })
+        .map(|p| p.translated([0.0, 0.0, dz]))
         .collect();
     (p, dz)
 }

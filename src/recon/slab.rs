@@ -131,13 +131,7 @@ pub fn slab_projections(
     let dy = (py0 as f64 + (h / 2) as f64 - (ny / 2) as f64) * voxel_a;
     projections
         .iter()
-        .map(|p| {
-            let mut m = p.m;
-            for row in m.iter_mut() {
-                row[3] += row[1] * dy;
-            }
-            Projection { m }
-        })
+        .map(|p| p.translated([0.0, dy, 0.0]))
         .collect()
 }
 

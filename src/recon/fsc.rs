@@ -124,12 +124,7 @@ mod tests {
     #[test]
     fn fsc_of_identical_and_of_independent_volumes() {
         let mut s = 7u64;
-        let mut rnd = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 11) as f64 / (1u64 << 53) as f64 - 0.5) as f32
-        };
+        let mut rnd = || crate::recon::test_support::lcg(&mut s) - 0.5;
         let a = Array3::from_shape_fn((16, 24, 20), |_| rnd());
         let b = Array3::from_shape_fn((16, 24, 20), |_| rnd());
         let f = fsc(a.view(), a.view(), 2.0);

@@ -4,8 +4,10 @@
 //! ([`series`]). The `motioncorr` stage, its output files, patch-based local motion and
 //! TIFF/gain input are still to come (`docs/motion.md`).
 
+pub mod batch;
 pub mod global;
 pub mod movie;
+pub mod output;
 pub mod series;
 pub mod sum;
 

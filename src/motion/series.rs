@@ -149,7 +149,7 @@ pub fn correct_series(
 }
 
 /// Replace the `<movie>` placeholder of errors from the per-movie functions by its name.
-fn rename_movie(e: Error, name: &str) -> Error {
+pub(crate) fn rename_movie(e: Error, name: &str) -> Error {
     match e {
         Error::BadInput { path, field, msg } if path.as_os_str() == "<movie>" => {
             Error::bad_input(name, field, msg)

@@ -1,0 +1,176 @@
+//! `lamella motioncorr`: motion-correct the movies of one or more tilt series, the movies of
+//! every series shared out over the MPI ranks (a checkpoint per tilt, so `--resume` after a
+//! kill redoes only the unfinished movies).
+
+use crate::comm::Comm;
+use crate::motion::batch::{correct_tilts, SeriesMovies};
+use crate::motion::MotionParams;
+use crate::motion::output::MotionFiles;
+use crate::pipeline::motioncorr::{series_movies, stage_hash, MotionCorrConfig};
+use crate::pipeline::signals;
+use std::path::{Path, PathBuf};
+
+/// Motion-correct tilt movies listed by SerialEM .mdoc files.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  mpirun -n 4 lamella motioncorr --mdoc TS_01.mrc.mdoc --mdoc TS_02.mrc.mdoc --out mc/\nWrites per series <out>/<name>.mrc (dose-weighted sums), <name>_even.mrc, <name>_odd.mrc,\n<name>_motion.json (per-frame shifts, px) and <name>_drift.png; <name> is the .mdoc's stem."
+)]
+pub struct Args {
+    /// SerialEM tilt-series .mdoc (repeat for several series); movies from its SubFramePath,
+    /// else matched by file name in its folder or --frames-dir.
+    #[arg(long, required = true)]
+    pub mdoc: Vec<PathBuf>,
+    /// Folder holding the movies when SubFramePath does not point at them.
+    #[arg(long)]
+    pub frames_dir: Option<PathBuf>,
+    /// Movie pixel size in Å (default: the .mdoc's PixelSpacing).
+    #[arg(long)]
+    pub pixel: Option<f64>,
+    /// Acceleration voltage, kV (dose weighting).
+    #[arg(long, default_value_t = 300.0)]
+    pub voltage: f64,
+    /// Exposure per frame, e/Å² (default: ExposureDose / frames of each tilt).
+    #[arg(long)]
+    pub dose_per_frame: Option<f64>,
+    /// Plain (not dose-weighted) sums.
+    #[arg(long)]
+    pub no_dose_weighting: bool,
+    /// B-factor of the alignment low-pass, Å².
+    #[arg(long)]
+    pub bfactor: Option<f64>,
+    /// Keep the tilts finished by an earlier (killed) run with the same inputs.
+    #[arg(long)]
+    pub resume: bool,
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The series name of an `.mdoc`: its file name without `.mdoc` and a `.mrc`/`.st` before it.
+pub fn mdoc_series_name(mdoc: &Path) -> String {
+    let f = mdoc
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "series".into());
+    let f = f.strip_suffix(".mdoc").unwrap_or(&f);
+    let f = f
+        .strip_suffix(".mrc")
+        .or_else(|| f.strip_suffix(".st"))
+        .unwrap_or(f);
+    f.to_string()
+}
+
+/// Collective over `comm`: every rank corrects its share of the movies of every series, then
+/// rank 0 assembles the stacks. A failure on any rank fails all of them (no rank waits
+/// forever).
+pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
+    signals::install();
+    let mut mc = MotionCorrConfig {
+        dose_per_frame_e_a2: a.dose_per_frame,
+        dose_weighting: !a.no_dose_weighting,
+        frames_dir: a.frames_dir.clone(),
+        ..Default::default()
+    };
+    if let Some(b) = a.bfactor {
+        mc.bfactor_a2 = b;
+    }
+    mc.validate(Path::new("command line"))?;
+    let params = mc.params();
+    let mut jobs = Vec::new();
+    for m in &a.mdoc {
+        let name = mdoc_series_name(m);
+        let s = series_movies(&name, m, &mc, a.pixel, a.voltage)?;
+        let key = format!("{}:{:?}", m.display(), s.movies);
+        let hash = stage_hash(&key, &mc);
+        jobs.push((s, hash));
+    }
+    let t = std::time::Instant::now();
+    std::fs::create_dir_all(&a.out)?;
+    if comm.rank() == 0 && !a.resume {
+        for (s, _) in &jobs {
+            MotionFiles::new(&a.out, &s.name).clear_tilts()?;
+        }
+    }
+    comm.barrier();
+    // every (series, tilt) in one list, dealt out round-robin (movies cost about the same)
+    let mut mine: Vec<Vec<usize>> = vec![Vec::new(); jobs.len()];
+    let mut k = 0;
+    for (j, (s, _)) in jobs.iter().enumerate() {
+        for i in 0..s.movies.len() {
+            if k % comm.size() == comm.rank() {
+                mine[j].push(i);
+            }
+            k += 1;
+        }
+    }
+    let mut result = Ok(());
+    for (j, (s, hash)) in jobs.iter().enumerate() {
+        let files = MotionFiles::new(&a.out, &s.name);
+        if let Err(e) = correct_tilts(s, &files, hash, &mine[j], &params, &signals::stop_requested) {
+            result = Err(e);
+            break;
+        }
+    }
+    let mut failed = [if result.is_err() { 1.0 } else { 0.0 }];
+    comm.allreduce_max_f64(&mut failed);
+    if let Err(e) = result {
+        return Err(e.into());
+    }
+    if failed[0] > 0.0 {
+        anyhow::bail!("motion correction failed on another rank (see its log); rerun with --resume");
+    }
+    let assembled = if comm.rank() == 0 {
+        assemble_all(&a.out, &jobs, &params, comm.size(), t)
+    } else {
+        Ok(())
+    };
+    let mut failed = [if assembled.is_err() { 1.0 } else { 0.0 }];
+    comm.allreduce_max_f64(&mut failed);
+    assembled?;
+    if failed[0] > 0.0 {
+        anyhow::bail!("assembling the stacks failed on rank 0 (see its log)");
+    }
+    Ok(0)
+}
+
+/// Rank 0: write the stacks of every series from the per-tilt checkpoints, and say so.
+fn assemble_all(
+    out: &Path,
+    jobs: &[(SeriesMovies, String)],
+    params: &MotionParams,
+    ranks: usize,
+    t: std::time::Instant,
+) -> crate::Result<()> {
+    for (s, hash) in jobs {
+        let files = MotionFiles::new(out, &s.name);
+        let (rec, _) = files.assemble(s.record(hash, params), s.movies.len())?;
+        println!(
+            "{}: {} movies, mean drift path {:.2} px; wrote {}, {}, {}, {}",
+            s.name,
+            s.movies.len(),
+            rec.mean_path_px(),
+            files.stack.display(),
+            files.even.display(),
+            files.odd.display(),
+            files.drift_png.display()
+        );
+    }
+    println!(
+        "motion-corrected {} series on {ranks} rank(s) in {:.1} s",
+        jobs.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_names_from_mdoc_files() {
+        assert_eq!(mdoc_series_name(Path::new("/a/TS_01.mrc.mdoc")), "TS_01");
+        assert_eq!(mdoc_series_name(Path::new("x.st.mdoc")), "x");
+        assert_eq!(mdoc_series_name(Path::new("y.mdoc")), "y");
+    }
+}

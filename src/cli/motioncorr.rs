@@ -4,8 +4,8 @@
 
 use crate::comm::Comm;
 use crate::motion::batch::{correct_tilts, SeriesMovies};
-use crate::motion::MotionParams;
 use crate::motion::output::MotionFiles;
+use crate::motion::MotionParams;
 use crate::pipeline::motioncorr::{series_movies, stage_hash, MotionCorrConfig};
 use crate::pipeline::signals;
 use std::path::{Path, PathBuf};
@@ -103,10 +103,22 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
             k += 1;
         }
     }
+    // test hook: raise the stop flag (as SIGTERM would) after this many movies on this rank
+    let stop_after: Option<usize> = std::env::var("LAMELLA_STOP_AFTER_MOVIES")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let asked = std::cell::Cell::new(0usize);
+    let stop = || {
+        let k = asked.replace(asked.get() + 1);
+        if stop_after.is_some_and(|n| k >= n) {
+            signals::request_stop();
+        }
+        signals::stop_requested()
+    };
     let mut result = Ok(());
     for (j, (s, hash)) in jobs.iter().enumerate() {
         let files = MotionFiles::new(&a.out, &s.name);
-        if let Err(e) = correct_tilts(s, &files, hash, &mine[j], &params, &signals::stop_requested) {
+        if let Err(e) = correct_tilts(s, &files, hash, &mine[j], &params, &stop) {
             result = Err(e);
             break;
         }
@@ -117,7 +129,9 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
         return Err(e.into());
     }
     if failed[0] > 0.0 {
-        anyhow::bail!("motion correction failed on another rank (see its log); rerun with --resume");
+        anyhow::bail!(
+            "motion correction failed on another rank (see its log); rerun with --resume"
+        );
     }
     let assembled = if comm.rank() == 0 {
         assemble_all(&a.out, &jobs, &params, comm.size(), t)

@@ -32,7 +32,11 @@ impl SeriesMovies {
             input_hash: input_hash.to_string(),
             method: "global".into(),
             dose_weighted: params.dose_weighting,
-            movies: self.movies.iter().map(|p| p.display().to_string()).collect(),
+            movies: self
+                .movies
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
             tilts: Vec::new(),
         }
     }

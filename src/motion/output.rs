@@ -140,7 +140,10 @@ impl MotionFiles {
     pub fn finished(&self, input_hash: &str) -> Result<Option<MotionRecord>> {
         let r: Option<MotionRecord> = read_json(&self.record)?;
         Ok(r.filter(|r| {
-            r.input_hash == input_hash && [&self.stack, &self.even, &self.odd].iter().all(|p| p.is_file())
+            r.input_hash == input_hash
+                && [&self.stack, &self.even, &self.odd]
+                    .iter()
+                    .all(|p| p.is_file())
         }))
     }
 
@@ -163,7 +166,8 @@ impl MotionFiles {
             })?;
             let three = mrc::read(&self.tilt_paths(i).0)?.data;
             let (_, ny, nx) = three.dim();
-            let st = stacks.get_or_insert_with(|| std::array::from_fn(|_| Array3::zeros((n, ny, nx))));
+            let st =
+                stacks.get_or_insert_with(|| std::array::from_fn(|_| Array3::zeros((n, ny, nx))));
             if st[0].dim().1 != ny || st[0].dim().2 != nx {
                 return Err(Error::bad_input(
                     rec.movies.get(i).map(String::as_str).unwrap_or("<movie>"),
@@ -291,7 +295,13 @@ mod tests {
             movies: vec!["a".into(), "b".into(), "c".into()],
             tilts: Vec::new(),
         };
-        let e = f.assemble(MotionRecord { input_hash: "h2".into(), ..rec.clone() }, 3);
+        let e = f.assemble(
+            MotionRecord {
+                input_hash: "h2".into(),
+                ..rec.clone()
+            },
+            3,
+        );
         assert!(e.unwrap_err().to_string().contains("tilt 0"));
         let (r, full) = f.assemble(rec, 3).unwrap();
         assert_eq!(r.tilts[2], motion(2.0));
@@ -300,6 +310,9 @@ mod tests {
         assert!(!f.tilts_dir.exists(), "checkpoints removed");
         assert!(f.finished("h1").unwrap().is_some());
         assert!(f.finished("h2").unwrap().is_none());
-        assert!((r.mean_path_px() - (1.0 + 2.0 * 1.25f64.sqrt() + 2.0 * 4.25f64.sqrt()) / 3.0).abs() < 1e-9);
+        assert!(
+            (r.mean_path_px() - (1.0 + 2.0 * 1.25f64.sqrt() + 2.0 * 4.25f64.sqrt()) / 3.0).abs()
+                < 1e-9
+        );
     }
 }

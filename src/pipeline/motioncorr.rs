@@ -276,8 +276,14 @@ pub fn run_stage(
         ));
     }
     let hash = stage_hash(key, mc);
-    let (rec, stack) =
-        correct_whole_series(&dir, &series, mc, &hash, resume, &super::signals::stop_requested)?;
+    let (rec, stack) = correct_whole_series(
+        &dir,
+        &series,
+        mc,
+        &hash,
+        resume,
+        &super::signals::stop_requested,
+    )?;
     let (_, ny, nx) = stack.dim();
     if (nx, ny) != (g.nx, g.ny) {
         return Err(Error::bad_input(
@@ -386,7 +392,10 @@ mod tests {
             ..Default::default()
         };
         let e = bad.validate(Path::new("c.toml")).unwrap_err().to_string();
-        assert!(e.contains("c.toml") && e.contains("motioncorr.dose_per_frame_e_a2"), "{e}");
+        assert!(
+            e.contains("c.toml") && e.contains("motioncorr.dose_per_frame_e_a2"),
+            "{e}"
+        );
         assert!(toml::from_str::<MotionCorrConfig>("bfactor = 3").is_err());
     }
 }

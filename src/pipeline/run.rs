@@ -348,12 +348,15 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
                         Some(dir.join(format!("{}_truth.json", job.name))),
                     )
                 }
-                Source::Input(inp) => (inp.mdoc.clone().ok_or_else(|| {
-                    Error::Config(format!(
-                        "[[input]] {:?}: [motioncorr] needs its .mdoc",
-                        job.name
-                    ))
-                })?, None),
+                Source::Input(inp) => (
+                    inp.mdoc.clone().ok_or_else(|| {
+                        Error::Config(format!(
+                            "[[input]] {:?}: [motioncorr] needs its .mdoc",
+                            job.name
+                        ))
+                    })?,
+                    None,
+                ),
             };
             let m = motioncorr::run_stage(
                 &cfg.out,

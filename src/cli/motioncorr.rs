@@ -5,7 +5,7 @@
 use crate::comm::Comm;
 use crate::motion::batch::{correct_tilts, SeriesMovies};
 use crate::motion::output::MotionFiles;
-use crate::motion::MotionParams;
+use crate::motion::{Exposure, MotionParams};
 use crate::pipeline::motioncorr::{series_movies, stage_hash, MotionCorrConfig};
 use crate::pipeline::signals;
 use std::path::{Path, PathBuf};
@@ -13,13 +13,17 @@ use std::path::{Path, PathBuf};
 /// Motion-correct tilt movies listed by SerialEM .mdoc files.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  mpirun -n 4 lamella motioncorr --mdoc TS_01.mrc.mdoc --mdoc TS_02.mrc.mdoc --out mc/\nWrites per series <out>/<name>.mrc (dose-weighted sums), <name>_even.mrc, <name>_odd.mrc,\n<name>_motion.json (per-frame shifts, px) and <name>_drift.png; <name> is the .mdoc's stem."
+    after_help = "Example:\n  mpirun -n 4 lamella motioncorr --mdoc TS_01.mrc.mdoc --mdoc TS_02.mrc.mdoc --out mc/\nWrites per series <out>/<name>.mrc (dose-weighted sums), <name>_even.mrc, <name>_odd.mrc,\n<name>_motion.json (per-frame shifts, px) and <name>_drift.png; <name> is the .mdoc's stem.\nSingle movies: lamella motioncorr --movie a.mrcs --movie b.mrcs --pixel 1.0 --dose-per-frame 2 --out mc/"
 )]
 pub struct Args {
     /// SerialEM tilt-series .mdoc (repeat for several series); movies from its SubFramePath,
     /// else matched by file name in its folder or --frames-dir.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "movie")]
     pub mdoc: Vec<PathBuf>,
+    /// A single movie to correct on its own (repeat for several; each is a one-image
+    /// "series" named by its file stem, pre-exposure 0, dose from --dose-per-frame).
+    #[arg(long)]
+    pub movie: Vec<PathBuf>,
     /// Folder holding the movies when SubFramePath does not point at them.
     #[arg(long)]
     pub frames_dir: Option<PathBuf>,
@@ -60,6 +64,42 @@ pub fn mdoc_series_name(mdoc: &Path) -> String {
     f.to_string()
 }
 
+/// A movie corrected on its own: pixel from `pixel_a`, else its MRC header.
+fn single_movie(
+    path: &Path,
+    mc: &MotionCorrConfig,
+    pixel_a: Option<f64>,
+    voltage_kv: f64,
+) -> crate::Result<SeriesMovies> {
+    let header_pixel = || {
+        crate::io::mrc::read_header(path)
+            .ok()
+            .map(|h| h.pixel_size_a()[0] as f64)
+            .filter(|&p| p > 0.0)
+    };
+    let pixel_a = pixel_a.or_else(header_pixel).ok_or_else(|| {
+        crate::Error::bad_input(
+            path,
+            "pixel size",
+            "not in the file header: give --pixel (Å)",
+        )
+    })?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "movie".into());
+    Ok(SeriesMovies {
+        name,
+        movies: vec![path.to_path_buf()],
+        exposures: vec![mc.dose_per_frame_e_a2.map(|d| Exposure {
+            pre_exposure_e_a2: 0.0,
+            per_frame_e_a2: d,
+            voltage_kv,
+        })],
+        pixel_a,
+    })
+}
+
 /// Collective over `comm`: every rank corrects its share of the movies of every series, then
 /// rank 0 assembles the stacks. A failure on any rank fails all of them (no rank waits
 /// forever).
@@ -83,6 +123,19 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
         let key = format!("{}:{:?}", m.display(), s.movies);
         let hash = stage_hash(&key, &mc);
         jobs.push((s, hash));
+    }
+    for m in &a.movie {
+        let s = single_movie(m, &mc, a.pixel, a.voltage)?;
+        let hash = stage_hash(&format!("movie:{}", m.display()), &mc);
+        jobs.push((s, hash));
+    }
+    let mut names = std::collections::HashSet::new();
+    if let Some((s, _)) = jobs.iter().find(|(s, _)| !names.insert(s.name.clone())) {
+        anyhow::bail!(
+            "two inputs are both called {:?}: their outputs would overwrite each other; \
+             correct them into different --out folders",
+            s.name
+        );
     }
     let t = std::time::Instant::now();
     std::fs::create_dir_all(&a.out)?;

@@ -9,6 +9,7 @@ pub mod global;
 pub mod movie;
 pub mod output;
 pub mod series;
+pub mod spectral;
 pub mod sum;
 
 pub use global::{align_global, GlobalMotion, GlobalParams};

@@ -7,8 +7,9 @@
 //! and the sums are on the grid of frame 0, as SerialEM's/the simulator's stack image is. The
 //! alignment itself is mean-zero ([`super::GlobalMotion`]); the offset is removed afterwards.
 
-use super::global::{align_global, GlobalParams};
-use super::sum::{sum_frames, Exposure};
+use super::global::{check_frames, GlobalParams};
+use super::spectral::{align_spectra, MovieSpectra};
+use super::sum::{sum_spectra, Exposure};
 use crate::{Error, Result};
 use ndarray::{Array3, ArrayView3, Axis};
 
@@ -64,7 +65,10 @@ pub fn correct_movie(
     exposure: Option<&Exposure>,
     params: &MotionParams,
 ) -> Result<(super::MovieSums, TiltMotion)> {
-    let g = align_global(frames, pixel_a, &params.global)?;
+    // validates the frames; the spectra are transformed once for the alignment and the sums
+    check_frames(frames)?;
+    let spectra = MovieSpectra::new(frames);
+    let g = align_spectra(&spectra, pixel_a, &params.global);
     let s0 = g.shifts_px[0];
     let shifts: Vec<[f64; 2]> = g
         .shifts_px
@@ -72,7 +76,7 @@ pub fn correct_movie(
         .map(|s| [s[0] - s0[0], s[1] - s0[1]])
         .collect();
     let weight = exposure.filter(|e| params.dose_weighting && e.per_frame_e_a2 > 0.0);
-    let sums = sum_frames(frames, &shifts, pixel_a, weight)?;
+    let sums = sum_spectra(&spectra, &shifts, pixel_a, weight);
     Ok((
         sums,
         TiltMotion {
@@ -90,7 +94,7 @@ pub fn correct_movie(
 /// [`Error::Runtime`] (the caller resumes later).
 ///
 /// Errors: movies of different frame sizes ([`Error::BadInput`] naming `names[i]`), and those
-/// of [`align_global`] / [`sum_frames`].
+/// of [`super::align_global`] / [`super::sum_frames`].
 pub fn correct_series(
     n_tilts: usize,
     mut load: impl FnMut(usize) -> Result<Array3<f32>>,

@@ -3,9 +3,9 @@
 //! ranks share out (each rank corrects its own tilts of the same series; one rank then
 //! [`assembles`](super::output::MotionFiles::assemble) the stacks).
 
-use super::movie::read_movie;
 use super::output::{MotionFiles, MotionRecord};
-use super::series::{correct_movie, rename_movie, MotionParams};
+use super::series::{correct_spectra, rename_movie, MotionParams};
+use super::spectral::MovieSpectra;
 use super::sum::Exposure;
 use crate::{Error, Result};
 use std::path::PathBuf;
@@ -69,12 +69,12 @@ pub fn correct_tilts(
             )));
         }
         let path = &series.movies[i];
-        let frames = read_movie(path)?;
+        let spectra = MovieSpectra::read(path)?;
         let exposure = series.exposures.get(i).and_then(|e| e.as_ref());
-        let (sums, motion) = correct_movie(frames.view(), series.pixel_a, exposure, params)
+        let (sums, motion) = correct_spectra(&spectra, series.pixel_a, exposure, params)
             .map_err(|e| rename_movie(e, &path.display().to_string()))?;
         files.write_tilt(i, input_hash, &sums, &motion, series.pixel_a)?;
-        tracing::info!(
+        tracing::debug!(
             tilt = i,
             iterations = motion.iterations,
             path_px = super::output::path_length_px(&motion),

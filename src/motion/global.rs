@@ -69,7 +69,12 @@ pub fn align_global(
 
 /// The movie checks of [`align_global`]: ≥ 2 frames of ≥ 16² pixels, all values finite.
 pub(crate) fn check_frames(frames: ArrayView3<f32>) -> Result<()> {
-    let (nf, ny, nx) = frames.dim();
+    check_shape(frames.dim())?;
+    check_values(frames)
+}
+
+/// ≥ 2 frames of ≥ 16² pixels in a movie of shape `(frames, ny, nx)` ([`Error::BadInput`]).
+pub(crate) fn check_shape((nf, ny, nx): (usize, usize, usize)) -> Result<()> {
     if nf < 2 || ny < 16 || nx < 16 {
         return Err(Error::bad_input(
             "<movie>",
@@ -77,6 +82,11 @@ pub(crate) fn check_frames(frames: ArrayView3<f32>) -> Result<()> {
             format!("{nf} frames of {nx}×{ny}: need ≥ 2 frames of ≥ 16×16 pixels"),
         ));
     }
+    Ok(())
+}
+
+/// Refuse NaN/Inf frame values ([`Error::BadInput`]).
+pub(crate) fn check_values(frames: ArrayView3<f32>) -> Result<()> {
     if frames.iter().any(|v| !v.is_finite()) {
         return Err(Error::bad_input(
             "<movie>",

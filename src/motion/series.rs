@@ -7,7 +7,7 @@
 //! and the sums are on the grid of frame 0, as SerialEM's/the simulator's stack image is. The
 //! alignment itself is mean-zero ([`super::GlobalMotion`]); the offset is removed afterwards.
 
-use super::global::{check_frames, GlobalParams};
+use super::global::{check_frames, check_shape, GlobalParams};
 use super::spectral::{align_spectra, MovieSpectra};
 use super::sum::{sum_spectra, Exposure};
 use crate::{Error, Result};
@@ -65,9 +65,20 @@ pub fn correct_movie(
     exposure: Option<&Exposure>,
     params: &MotionParams,
 ) -> Result<(super::MovieSums, TiltMotion)> {
-    // validates the frames; the spectra are transformed once for the alignment and the sums
     check_frames(frames)?;
-    let spectra = MovieSpectra::new(frames);
+    correct_spectra(&MovieSpectra::new(frames), pixel_a, exposure, params)
+}
+
+/// [`correct_movie`] on a movie already transformed (the spectra serve the alignment and the
+/// sums). Errors: fewer than 2 frames or frames smaller than 16² ([`Error::BadInput`]).
+pub fn correct_spectra(
+    spectra: &MovieSpectra,
+    pixel_a: f64,
+    exposure: Option<&Exposure>,
+    params: &MotionParams,
+) -> Result<(super::MovieSums, TiltMotion)> {
+    let (ny, nx) = spectra.shape;
+    check_shape((spectra.frames.len(), ny, nx))?;
     let g = align_spectra(&spectra, pixel_a, &params.global);
     let s0 = g.shifts_px[0];
     let shifts: Vec<[f64; 2]> = g

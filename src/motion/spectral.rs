@@ -29,16 +29,81 @@ impl MovieSpectra {
     /// Forward-transform every frame of `frames` `[frame, y, x]` (in parallel).
     pub fn new(frames: ArrayView3<f32>) -> MovieSpectra {
         let (_, ny, nx) = frames.dim();
+        let mut s = MovieSpectra {
+            shape: (ny, nx),
+            frames: Vec::new(),
+        };
+        s.push_frames(frames, &Fft2::new(ny, nx));
+        s
+    }
+
+    /// Transform a movie of `n_frames` frames of `(ny, nx)` delivered in chunks by
+    /// `chunk(z0, z1) -> [z1 − z0, ny, nx]`, `chunk_len` frames at a time, so the real
+    /// frames of the whole movie are never held at once (half the memory of reading it
+    /// whole). Each chunk is checked as [`super::global::align_global`] checks a movie.
+    pub fn from_chunks(
+        n_frames: usize,
+        (ny, nx): (usize, usize),
+        chunk_len: usize,
+        mut chunk: impl FnMut(usize, usize) -> crate::Result<ndarray::Array3<f32>>,
+    ) -> crate::Result<MovieSpectra> {
         let plan = Fft2::new(ny, nx);
+        let mut s = MovieSpectra {
+            shape: (ny, nx),
+            frames: Vec::with_capacity(n_frames),
+        };
+        let step = chunk_len.max(1);
+        for z0 in (0..n_frames).step_by(step) {
+            let z1 = (z0 + step).min(n_frames);
+            let c = chunk(z0, z1)?;
+            if c.dim() != (z1 - z0, ny, nx) {
+                return Err(crate::Error::bad_input(
+                    "<movie>",
+                    "frames",
+                    format!(
+                        "frames {z0}..{z1} have shape {:?}, expected ({}, {ny}, {nx}): the movie \
+                         file is inconsistent",
+                        c.dim(),
+                        z1 - z0
+                    ),
+                ));
+            }
+            super::global::check_values(c.view())?;
+            s.push_frames(c.view(), &plan);
+        }
+        Ok(s)
+    }
+
+    /// Read and transform the movie at `path`: MRC movies (`.mrcs`, `.mrc`, `.st`) a few
+    /// frames at a time ([`Self::from_chunks`]), other formats read whole
+    /// ([`super::movie::read_movie`]). Errors name the file.
+    pub fn read(path: &std::path::Path) -> crate::Result<MovieSpectra> {
+        let named = |e| super::series::rename_movie(e, &path.display().to_string());
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        if super::movie::MOVIE_EXTENSIONS.contains(&ext.as_str()) {
+            let h = crate::io::mrc::read_header(path)?;
+            super::global::check_shape((h.nz, h.ny, h.nx)).map_err(named)?;
+            let chunk = rayon::current_num_threads().max(2);
+            return Self::from_chunks(h.nz, (h.ny, h.nx), chunk, |z0, z1| {
+                crate::io::mrc::read_sections(path, z0, z1)
+            })
+            .map_err(named);
+        }
+        let frames = super::movie::read_movie(path)?;
+        super::global::check_frames(frames.view()).map_err(named)?;
+        Ok(Self::new(frames.view()))
+    }
+
+    fn push_frames(&mut self, frames: ArrayView3<f32>, plan: &Fft2) {
         let views: Vec<_> = frames.axis_iter(Axis(0)).collect();
-        let frames = views
+        let mut new: Vec<Array2<Complex32>> = views
             .into_par_iter()
             .map_init(|| plan.clone(), |p, f| p.forward(f))
             .collect();
-        MovieSpectra {
-            shape: (ny, nx),
-            frames,
-        }
+        self.frames.append(&mut new);
     }
 }
 
@@ -170,6 +235,38 @@ pub fn align_spectra(spectra: &MovieSpectra, pixel_a: f64, params: &GlobalParams
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunked_reading_gives_the_spectra_of_the_whole_movie() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.mrcs");
+        let mut frames = ndarray::Array3::from_shape_fn((5, 32, 24), |(f, y, x)| {
+            ((f * 7 + y * 3 + x) % 11) as f32
+        });
+        crate::io::mrc::write(&p, frames.view(), 1.0, crate::io::mrc::MrcKind::ImageStack).unwrap();
+        let whole = MovieSpectra::new(frames.view());
+        let read = MovieSpectra::read(&p).unwrap();
+        assert_eq!(read.shape, (32, 24));
+        assert_eq!(read.frames, whole.frames);
+        let chunks = MovieSpectra::from_chunks(5, (32, 24), 2, |a, b| {
+            Ok(frames.slice(ndarray::s![a..b, .., ..]).to_owned())
+        })
+        .unwrap();
+        assert_eq!(chunks.frames, whole.frames);
+        frames[[4, 1, 1]] = f32::NAN;
+        let e = MovieSpectra::from_chunks(5, (32, 24), 2, |a, b| {
+            Ok(frames.slice(ndarray::s![a..b, .., ..]).to_owned())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("NaN"), "{e}");
+        let e = MovieSpectra::from_chunks(5, (32, 20), 2, |a, b| {
+            Ok(frames.slice(ndarray::s![a..b, .., ..]).to_owned())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("inconsistent"), "{e}");
+    }
 
     #[test]
     fn crop_sizes_are_fft_friendly_and_rows_map_to_signed_frequencies() {

@@ -79,7 +79,7 @@ pub fn correct_spectra(
 ) -> Result<(super::MovieSums, TiltMotion)> {
     let (ny, nx) = spectra.shape;
     check_shape((spectra.frames.len(), ny, nx))?;
-    let g = align_spectra(&spectra, pixel_a, &params.global);
+    let g = align_spectra(spectra, pixel_a, &params.global);
     let s0 = g.shifts_px[0];
     let shifts: Vec<[f64; 2]> = g
         .shifts_px
@@ -87,7 +87,7 @@ pub fn correct_spectra(
         .map(|s| [s[0] - s0[0], s[1] - s0[1]])
         .collect();
     let weight = exposure.filter(|e| params.dose_weighting && e.per_frame_e_a2 > 0.0);
-    let sums = sum_spectra(&spectra, &shifts, pixel_a, weight);
+    let sums = sum_spectra(spectra, &shifts, pixel_a, weight);
     Ok((
         sums,
         TiltMotion {

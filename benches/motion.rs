@@ -31,7 +31,7 @@ fn movie(n: usize, nf: usize, dose: f64) -> Array3<f32> {
     let spec_img = tex.mapv(|v| 1.0 + 0.3 * v / sd);
     let mut out = Array3::zeros((nf, n, n));
     for (f, mut fr) in out.axis_iter_mut(Axis(0)).enumerate() {
-        let s = fourier_shift_2d(spec_img.view(), -1.0 * f as f64, 1.5 * f as f64, &mut plan);
+        let s = fourier_shift_2d(spec_img.view(), -(f as f64), 1.5 * f as f64, &mut plan);
         fr.assign(&s.mapv(|v| {
             let lam = (v.max(0.0) as f64 * dose).max(1e-9);
             Poisson::new(lam).map(|p| p.sample(&mut rng)).unwrap_or(0.0) as f32

@@ -8,6 +8,7 @@ pub mod global;
 pub mod movie;
 pub mod series;
 pub mod sum;
+pub mod tif;
 
 pub use global::{align_global, GlobalMotion, GlobalParams};
 pub use series::{correct_series, rms_trajectory_error, MotionParams, SeriesMotion, TiltMotion};

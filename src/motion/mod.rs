@@ -4,6 +4,7 @@
 //! ([`series`]). The `motioncorr` stage, its output files, patch-based local motion and
 //! TIFF/gain input are still to come (`docs/motion.md`).
 
+pub mod gain;
 pub mod global;
 pub mod movie;
 pub mod series;

@@ -8,6 +8,7 @@
 //! alignment itself is mean-zero ([`super::GlobalMotion`]); the offset is removed afterwards.
 
 use super::global::{align_global, GlobalParams};
+use super::local::{align_local, sum_frames_local, LocalMotion, LocalParams};
 use super::sum::{sum_frames, Exposure};
 use crate::{Error, Result};
 use ndarray::{Array3, ArrayView3, Axis};
@@ -19,6 +20,8 @@ pub struct MotionParams {
     pub global: GlobalParams,
     /// Dose-weight the full/even/odd sums (needs an exposure per tilt).
     pub dose_weighting: bool,
+    /// Patch-based local motion on top of the global alignment (`None`: global only).
+    pub local: Option<LocalParams>,
 }
 
 impl Default for MotionParams {
@@ -26,6 +29,7 @@ impl Default for MotionParams {
         MotionParams {
             global: GlobalParams::default(),
             dose_weighting: true,
+            local: None,
         }
     }
 }
@@ -57,13 +61,26 @@ pub struct SeriesMotion {
 }
 
 /// Align and sum one movie `[frame, y, x]` at `pixel_a` Å; `exposure` is used for dose
-/// weighting when `params.dose_weighting`. Returns the sums and the frame-0-anchored motion.
+/// weighting when `params.dose_weighting`. Returns the sums and the frame-0-anchored motion
+/// (global; with `params.local` the sums also undo the local model, see
+/// [`correct_movie_local`] for the model itself).
 pub fn correct_movie(
     frames: ArrayView3<f32>,
     pixel_a: f64,
     exposure: Option<&Exposure>,
     params: &MotionParams,
 ) -> Result<(super::MovieSums, TiltMotion)> {
+    correct_movie_local(frames, pixel_a, exposure, params).map(|(s, m, _)| (s, m))
+}
+
+/// [`correct_movie`], also returning the local motion model when `params.local` is set
+/// (its shifts are relative to the returned global trajectory, zero at frame 0).
+pub fn correct_movie_local(
+    frames: ArrayView3<f32>,
+    pixel_a: f64,
+    exposure: Option<&Exposure>,
+    params: &MotionParams,
+) -> Result<(super::MovieSums, TiltMotion, Option<LocalMotion>)> {
     let g = align_global(frames, pixel_a, &params.global)?;
     let s0 = g.shifts_px[0];
     let shifts: Vec<[f64; 2]> = g
@@ -72,7 +89,14 @@ pub fn correct_movie(
         .map(|s| [s[0] - s0[0], s[1] - s0[1]])
         .collect();
     let weight = exposure.filter(|e| params.dose_weighting && e.per_frame_e_a2 > 0.0);
-    let sums = sum_frames(frames, &shifts, pixel_a, weight)?;
+    let local = match &params.local {
+        Some(lp) => Some(align_local(frames, &shifts, pixel_a, lp)?),
+        None => None,
+    };
+    let sums = match &local {
+        Some(l) => sum_frames_local(frames, &shifts, l, pixel_a, weight)?,
+        None => sum_frames(frames, &shifts, pixel_a, weight)?,
+    };
     Ok((
         sums,
         TiltMotion {
@@ -81,6 +105,7 @@ pub fn correct_movie(
             pre_exposure_e_a2: exposure.map_or(0.0, |e| e.pre_exposure_e_a2),
             per_frame_e_a2: exposure.map_or(0.0, |e| e.per_frame_e_a2),
         },
+        local,
     ))
 }
 

@@ -54,6 +54,7 @@ fn small_params() -> SeriesParams {
         astigmatism_a: 300.0,
         frames_per_tilt: 3,
         drift_a_per_frame: 2.0,
+        local_motion_a: 0.0,
         noise: true,
         ice_structure_factor: 0.0,
     }

@@ -2,8 +2,9 @@
 //! movie of every tilt, either from the `.mdoc`'s `SubFramePath` or by matching file names to
 //! the tilts (stack index or tilt angle in the name).
 //!
-//! Formats: MRC / `.mrcs` stacks (`io::mrc`, every mode it reads). Paths in errors are the
-//! movie's; the fix is named.
+//! Formats: MRC / `.mrcs` stacks (`io::mrc`, every mode it reads) and multi-page TIFF
+//! (`.tif`/`.tiff`, [`super::tif`]: 8/16/32-bit integer or float grey-scale pages, uncompressed,
+//! LZW or Deflate). Paths in errors are the movie's; the fix is named.
 
 use crate::io::mdoc::MdocTilt;
 use crate::io::mrc;
@@ -12,23 +13,33 @@ use ndarray::Array3;
 use std::path::{Path, PathBuf};
 
 /// File-name extensions recognised as movies (lower case).
-pub const MOVIE_EXTENSIONS: [&str; 3] = ["mrcs", "mrc", "st"];
+pub const MOVIE_EXTENSIONS: [&str; 5] = ["mrcs", "mrc", "st", "tif", "tiff"];
 
-/// Read one movie `[frame, y, x]` (counts, `f32`). Errors name the file: unknown extension,
-/// unreadable or malformed file.
+/// The MRC extensions among [`MOVIE_EXTENSIONS`].
+const MRC_EXTENSIONS: [&str; 3] = ["mrcs", "mrc", "st"];
+
+/// Read one movie `[frame, y, x]` (counts, `f32`): MRC for `.mrcs`/`.mrc`/`.st`, TIFF (one
+/// frame per page) for `.tif`/`.tiff`. Errors name the file: unknown extension, unreadable
+/// or malformed file, unsupported TIFF (field and fix named).
 pub fn read_movie(path: &Path) -> Result<Array3<f32>> {
     let ext = extension(path);
-    if MOVIE_EXTENSIONS.contains(&ext.as_str()) {
+    if MRC_EXTENSIONS.contains(&ext.as_str()) {
         return Ok(mrc::read(path)?.data);
+    }
+    if ext == "tif" || ext == "tiff" {
+        return super::tif::read_tiff(path);
     }
     Err(Error::bad_input(
         path,
         "file type",
-        format!("extension {ext:?} is not a movie format lamella reads: convert it to MRC (.mrcs)"),
+        format!(
+            "extension {ext:?} is not a movie format lamella reads (.mrcs, .mrc, .st, .tif, \
+             .tiff; EER is not supported): convert it to MRC (.mrcs) or TIFF"
+        ),
     ))
 }
 
-fn extension(path: &Path) -> String {
+pub(crate) fn extension(path: &Path) -> String {
     path.extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default()

@@ -8,6 +8,7 @@
 //! alignment itself is mean-zero ([`super::GlobalMotion`]); the offset is removed afterwards.
 
 use super::global::{check_frames, check_shape, GlobalParams};
+use super::local::{align_local, sum_frames_local, LocalMotion, LocalParams};
 use super::spectral::{align_spectra, MovieSpectra};
 use super::sum::{sum_spectra, Exposure};
 use crate::{Error, Result};
@@ -20,6 +21,8 @@ pub struct MotionParams {
     pub global: GlobalParams,
     /// Dose-weight the full/even/odd sums (needs an exposure per tilt).
     pub dose_weighting: bool,
+    /// Patch-based local motion on top of the global alignment (`None`: global only).
+    pub local: Option<LocalParams>,
 }
 
 impl Default for MotionParams {
@@ -27,6 +30,7 @@ impl Default for MotionParams {
         MotionParams {
             global: GlobalParams::default(),
             dose_weighting: true,
+            local: None,
         }
     }
 }
@@ -58,19 +62,44 @@ pub struct SeriesMotion {
 }
 
 /// Align and sum one movie `[frame, y, x]` at `pixel_a` Å; `exposure` is used for dose
-/// weighting when `params.dose_weighting`. Returns the sums and the frame-0-anchored motion.
+/// weighting when `params.dose_weighting`. Returns the sums and the frame-0-anchored motion
+/// (global; with `params.local` the sums also undo the local model, see
+/// [`correct_movie_local`] for the model itself).
 pub fn correct_movie(
     frames: ArrayView3<f32>,
     pixel_a: f64,
     exposure: Option<&Exposure>,
     params: &MotionParams,
 ) -> Result<(super::MovieSums, TiltMotion)> {
-    check_frames(frames)?;
-    correct_spectra(&MovieSpectra::new(frames), pixel_a, exposure, params)
+    correct_movie_local(frames, pixel_a, exposure, params).map(|(s, m, _)| (s, m))
 }
 
-/// [`correct_movie`] on a movie already transformed (the spectra serve the alignment and the
-/// sums). Errors: fewer than 2 frames or frames smaller than 16² ([`Error::BadInput`]).
+/// [`correct_movie`], also returning the local motion model when `params.local` is set
+/// (its shifts are relative to the returned global trajectory, zero at frame 0).
+pub fn correct_movie_local(
+    frames: ArrayView3<f32>,
+    pixel_a: f64,
+    exposure: Option<&Exposure>,
+    params: &MotionParams,
+) -> Result<(super::MovieSums, TiltMotion, Option<LocalMotion>)> {
+    check_frames(frames)?;
+    let spectra = MovieSpectra::new(frames);
+    let Some(lp) = &params.local else {
+        let (sums, motion) = correct_spectra(&spectra, pixel_a, exposure, params)?;
+        return Ok((sums, motion, None));
+    };
+    let motion = global_motion(&spectra, pixel_a, exposure, params);
+    drop(spectra);
+    let local = align_local(frames, &motion.shifts_px, pixel_a, lp)?;
+    let weight = dose_weights(exposure, params);
+    let sums = sum_frames_local(frames, &motion.shifts_px, &local, pixel_a, weight)?;
+    Ok((sums, motion, Some(local)))
+}
+
+/// [`correct_movie`] with global motion only, on a movie already transformed (the spectra
+/// serve the alignment and the sums; `params.local` is not used here: local motion needs the
+/// frames, see [`correct_movie_local`]). Errors: fewer than 2 frames or frames smaller than
+/// 16² ([`Error::BadInput`]).
 pub fn correct_spectra(
     spectra: &MovieSpectra,
     pixel_a: f64,
@@ -79,24 +108,40 @@ pub fn correct_spectra(
 ) -> Result<(super::MovieSums, TiltMotion)> {
     let (ny, nx) = spectra.shape;
     check_shape((spectra.frames.len(), ny, nx))?;
+    let motion = global_motion(spectra, pixel_a, exposure, params);
+    let sums = sum_spectra(
+        spectra,
+        &motion.shifts_px,
+        pixel_a,
+        dose_weights(exposure, params),
+    );
+    Ok((sums, motion))
+}
+
+/// The exposure used for the sums: `exposure` when dose weighting is on and it has a dose.
+fn dose_weights<'a>(exposure: Option<&'a Exposure>, params: &MotionParams) -> Option<&'a Exposure> {
+    exposure.filter(|e| params.dose_weighting && e.per_frame_e_a2 > 0.0)
+}
+
+/// The global alignment of `spectra`, anchored at frame 0, with the exposure recorded.
+fn global_motion(
+    spectra: &MovieSpectra,
+    pixel_a: f64,
+    exposure: Option<&Exposure>,
+    params: &MotionParams,
+) -> TiltMotion {
     let g = align_spectra(spectra, pixel_a, &params.global);
     let s0 = g.shifts_px[0];
-    let shifts: Vec<[f64; 2]> = g
-        .shifts_px
-        .iter()
-        .map(|s| [s[0] - s0[0], s[1] - s0[1]])
-        .collect();
-    let weight = exposure.filter(|e| params.dose_weighting && e.per_frame_e_a2 > 0.0);
-    let sums = sum_spectra(spectra, &shifts, pixel_a, weight);
-    Ok((
-        sums,
-        TiltMotion {
-            shifts_px: shifts,
-            iterations: g.iterations,
-            pre_exposure_e_a2: exposure.map_or(0.0, |e| e.pre_exposure_e_a2),
-            per_frame_e_a2: exposure.map_or(0.0, |e| e.per_frame_e_a2),
-        },
-    ))
+    TiltMotion {
+        shifts_px: g
+            .shifts_px
+            .iter()
+            .map(|s| [s[0] - s0[0], s[1] - s0[1]])
+            .collect(),
+        iterations: g.iterations,
+        pre_exposure_e_a2: exposure.map_or(0.0, |e| e.pre_exposure_e_a2),
+        per_frame_e_a2: exposure.map_or(0.0, |e| e.per_frame_e_a2),
+    }
 }
 
 /// Motion-correct `n_tilts` movies, loaded one at a time by `load(i)` (stack order), at

@@ -162,6 +162,68 @@ pub fn drift_trajectory<R: Rng>(frames: usize, a_per_frame: f64, rng: &mut R) ->
     out
 }
 
+/// A smooth local (beam-induced) deformation of one movie, on top of the global drift: the
+/// content at image position `(x, y)` (pixels of the cropped image, `[0, nx) × [0, ny)`) of
+/// frame `f` is displaced by [`Self::shift_a`] Å, zero at frame 0 and growing fast at first
+/// and then slower (`T(τ) = 2τ − τ²`, `τ = f / (F − 1)`), with a spatial pattern of
+/// wavelength ≈ two image widths: `dx = A·T·cos(π(a·u + b·v) + φx)`,
+/// `dy = A·T·sin(π(c·u + d·v) + φy)`, `u = x/nx − ½`, `v = y/ny − ½` (so `|d| ≤ A`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LocalDeformation {
+    /// Largest displacement at the last frame, Å.
+    pub amplitude_a: f64,
+    /// Image width, pixels.
+    pub nx: usize,
+    /// Image height, pixels.
+    pub ny: usize,
+    /// Frames of the movie.
+    pub frames: usize,
+    /// Spatial frequencies `[a, b, c, d]` (half-cycles per image) and phases `[φx, φy]`, rad.
+    pub pattern: [f64; 6],
+}
+
+impl LocalDeformation {
+    /// A random deformation of amplitude `amplitude_a` Å (pattern drawn from `rng`).
+    pub fn random<R: Rng>(
+        amplitude_a: f64,
+        nx: usize,
+        ny: usize,
+        frames: usize,
+        rng: &mut R,
+    ) -> Self {
+        let mut pattern = [0.0; 6];
+        for (k, v) in pattern.iter_mut().enumerate() {
+            *v = if k < 4 {
+                0.5 + rng.random::<f64>() * 0.5
+            } else {
+                rng.random::<f64>() * std::f64::consts::TAU
+            };
+        }
+        LocalDeformation {
+            amplitude_a,
+            nx,
+            ny,
+            frames,
+            pattern,
+        }
+    }
+
+    /// The local displacement `[dx, dy]` (Å) of the content at pixel `(x, y)` of frame `frame`
+    /// (type docs; fractional frames allowed).
+    pub fn shift_a(&self, x: f64, y: f64, frame: f64) -> [f64; 2] {
+        let tau = frame / (self.frames.max(2) - 1) as f64;
+        let t = self.amplitude_a * (2.0 * tau - tau * tau);
+        let u = x / self.nx.max(1) as f64 - 0.5;
+        let v = y / self.ny.max(1) as f64 - 0.5;
+        let [a, b, c, d, px, py] = self.pattern;
+        let pi = std::f64::consts::PI;
+        [
+            t * (pi * (a * u + b * v) + px).cos(),
+            t * (pi * (c * u + d * v) + py).sin(),
+        ]
+    }
+}
+
 /// Movie frames of one tilt (`[frame, y, x]`) and their ideal motion-corrected sum.
 ///
 /// Frame `f` holds `mean/F` shifted by `drift[f]` (Å; content moves by +drift, Fourier shift,
@@ -175,6 +237,22 @@ pub fn movie_frames<R: Rng>(
     plan: &mut Fft2,
     rng: &mut R,
 ) -> (Array3<f32>, Array2<f32>) {
+    movie_frames_local(mean, drift_a, None, pixel_a, noise, plan, rng)
+}
+
+/// [`movie_frames`] with an optional local deformation `local = (field, pad)`: after the
+/// global drift, frame `f` is warped (bilinear) so that the content at pixel `p` moves by
+/// `field.shift_a(p − pad, f)` (`pad` = offset of the field's image inside `mean`, pixels).
+/// The ideal sum undoes the global drift only (the local deformation stays in it).
+pub fn movie_frames_local<R: Rng>(
+    mean: &Array2<f32>,
+    drift_a: &[[f64; 2]],
+    local: Option<(&LocalDeformation, usize)>,
+    pixel_a: f64,
+    noise: bool,
+    plan: &mut Fft2,
+    rng: &mut R,
+) -> (Array3<f32>, Array2<f32>) {
     let (ny, nx) = mean.dim();
     let nf = drift_a.len().max(1);
     let per = mean.mapv(|v| v / nf as f32);
@@ -182,8 +260,22 @@ pub fn movie_frames<R: Rng>(
     let mut sum = Array2::<f32>::zeros((ny, nx));
     for (f, mut fr) in frames.axis_iter_mut(Axis(0)).enumerate() {
         let d = drift_a.get(f).copied().unwrap_or([0.0, 0.0]);
-        let shifted =
+        let mut shifted =
             fourier_shift_2d(per.view(), d[1] / pixel_a, d[0] / pixel_a, plan).mapv(|v| v.max(0.0));
+        if let Some((field, pad)) = local {
+            let src = shifted.clone();
+            let v = src.view();
+            let o = pad as f64;
+            for ((y, x), out) in shifted.indexed_iter_mut() {
+                let l = field.shift_a(x as f64 - o, y as f64 - o, f as f64);
+                let (sx, sy) = (x as f64 - l[0] / pixel_a, y as f64 - l[1] / pixel_a);
+                *out = crate::core::interp::bilinear(
+                    &v,
+                    sy.clamp(0.0, (ny - 1) as f64),
+                    sx.clamp(0.0, (nx - 1) as f64),
+                );
+            }
+        }
         let frame = if noise {
             poisson_image(&shifted, rng)
         } else {

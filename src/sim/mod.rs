@@ -176,6 +176,12 @@ pub struct SeriesParams {
     pub frames_per_tilt: usize,
     /// Drift per frame, Å.
     pub drift_a_per_frame: f64,
+    /// Local (beam-induced) deformation of the movies on top of the drift: its largest
+    /// displacement at the last frame, Å ([`image::LocalDeformation`], truth per tilt in
+    /// [`TiltTruth::local_deformation`]). 0 = none (left out of the serialised parameters, so
+    /// existing configs, presets and their hashes are unchanged).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub local_motion_a: f64,
     /// Poisson noise on/off.
     pub noise: bool,
     /// Amorphous-ice texture: effective structure factor `S` of the ice at the image's
@@ -254,6 +260,7 @@ pub fn preset(p: Preset, shared_data: &Path) -> Vec<SeriesParams> {
         astigmatism_a: 300.0,
         frames_per_tilt: 0,
         drift_a_per_frame: 0.0,
+        local_motion_a: 0.0,
         noise: true,
         ice_structure_factor: PRESET_ICE_STRUCTURE_FACTOR,
     };
@@ -309,6 +316,15 @@ pub struct TiltTruth {
     /// Per movie frame, the drift `[dx, dy]` in Å of the frame content relative to the stack
     /// image (frame 0 = [0, 0]); empty without movies.
     pub frame_drift_a: Vec<[f64; 2]>,
+    /// The local deformation of the movie on top of `frame_drift_a` (absent without one):
+    /// `shift_a(x, y, frame)` is the extra displacement (Å) of the content at pixel `(x, y)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_deformation: Option<image::LocalDeformation>,
+}
+
+/// `skip_serializing_if` helper: exactly 0.
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// One placed particle.
@@ -481,6 +497,7 @@ fn validate(p: &SeriesParams) -> Result<()> {
         p.cs_mm,
         p.axis_deg,
         p.drift_a_per_frame,
+        p.local_motion_a,
     ] {
         if !v.is_finite() {
             return bad("optics/errors", "all parameters must be finite numbers");
@@ -561,7 +578,12 @@ pub fn simulate_series(params: &SeriesParams, seed: u64) -> Result<SimulatedSeri
     };
     let plan = Fft2::new(pny, pnx);
     let projector = project::RayProjector::new(spec.excess.view());
-    type TiltOut = (ndarray::Array2<f32>, Option<Array3<f32>>, Vec<[f64; 2]>);
+    type TiltOut = (
+        ndarray::Array2<f32>,
+        Option<Array3<f32>>,
+        Vec<[f64; 2]>,
+        Option<image::LocalDeformation>,
+    );
     let per_tilt: Vec<TiltOut> = (0..geometry.len())
         .into_par_iter()
         .map(|i| {
@@ -589,20 +611,38 @@ pub fn simulate_series(params: &SeriesParams, seed: u64) -> Result<SimulatedSeri
                     params.drift_a_per_frame,
                     &mut drift_rng,
                 );
-                let (frames, sum) =
-                    image::movie_frames(&mean, &drift, px, params.noise, &mut plan, &mut noise_rng);
+                // drawn after the drift, so series without local motion are unchanged
+                let local = (params.local_motion_a != 0.0).then(|| {
+                    image::LocalDeformation::random(
+                        params.local_motion_a,
+                        params.nx,
+                        params.ny,
+                        params.frames_per_tilt,
+                        &mut drift_rng,
+                    )
+                });
+                let (frames, sum) = image::movie_frames_local(
+                    &mean,
+                    &drift,
+                    local.as_ref().map(|l| (l, pad)),
+                    px,
+                    params.noise,
+                    &mut plan,
+                    &mut noise_rng,
+                );
                 let frames = frames
                     .slice(ndarray::s![.., pad..pad + params.ny, pad..pad + params.nx])
                     .to_owned();
-                (crop(&sum), Some(frames), drift)
+                (crop(&sum), Some(frames), drift, local)
             } else if params.noise {
                 (
                     image::poisson_image(&crop(&mean), &mut noise_rng),
                     None,
                     Vec::new(),
+                    None,
                 )
             } else {
-                (crop(&mean), None, Vec::new())
+                (crop(&mean), None, Vec::new(), None)
             }
         })
         .collect();
@@ -610,7 +650,7 @@ pub fn simulate_series(params: &SeriesParams, seed: u64) -> Result<SimulatedSeri
     let mut stack = Array3::<f32>::zeros((geometry.len(), params.ny, params.nx));
     let mut frames = Vec::new();
     let mut tilts = Vec::new();
-    for (i, ((img, fr, drift), mut slot)) in per_tilt
+    for (i, ((img, fr, drift, local), mut slot)) in per_tilt
         .into_iter()
         .zip(stack.axis_iter_mut(Axis(0)))
         .enumerate()
@@ -624,6 +664,7 @@ pub fn simulate_series(params: &SeriesParams, seed: u64) -> Result<SimulatedSeri
             nominal_tilt_deg: nominal[i],
             geometry: geometry.tilts[i].clone(),
             frame_drift_a: drift,
+            local_deformation: local,
         });
     }
 

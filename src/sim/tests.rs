@@ -54,6 +54,7 @@ fn small_params() -> SeriesParams {
         astigmatism_a: 300.0,
         frames_per_tilt: 3,
         drift_a_per_frame: 2.0,
+        local_motion_a: 0.0,
         noise: true,
         ice_structure_factor: 0.0,
     }
@@ -251,4 +252,20 @@ fn apoferritin_is_a_hollow_sphere() {
     // shell density plausible: peak a few volts
     assert!((2.0..20.0).contains(&peak), "peak {peak} V");
     assert!(m.radius_a > 60.0 && m.radius_a < 90.0, "{}", m.radius_a);
+}
+
+/// `local_motion_a = 0` is left out of the serialised parameters (configs, presets and the
+/// resume hashes made from them are unchanged) and reads back as 0 when absent.
+#[test]
+fn local_motion_default_is_not_serialised() {
+    let p = small_params();
+    let j = serde_json::to_string(&p).unwrap();
+    assert!(!j.contains("local_motion_a"), "{j}");
+    let back: SeriesParams = serde_json::from_str(&j).unwrap();
+    assert_eq!(back.local_motion_a, 0.0);
+    let mut q = p.clone();
+    q.local_motion_a = 5.0;
+    assert!(serde_json::to_string(&q)
+        .unwrap()
+        .contains("\"local_motion_a\":5.0"));
 }

@@ -359,7 +359,7 @@ fn normal_equations(model: &Model, obs: &[Obs], lay: &Layout) -> (Vec<f64>, Vec<
 
 /// In-place Cholesky solve of the symmetric positive definite `a` (`n × n`, row-major) for
 /// `b`; `None` when `a` is not positive definite.
-pub(super) fn cholesky_solve(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Option<Vec<f64>> {
+pub(crate) fn cholesky_solve(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Option<Vec<f64>> {
     for j in 0..n {
         let mut d = a[j * n + j];
         for k in 0..j {

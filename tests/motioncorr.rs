@@ -41,26 +41,15 @@ print(json.dumps(res))
 #[test]
 fn run_with_motioncorr_recovers_the_simulated_drift() {
     let d = tempfile::tempdir().unwrap();
-    let cfg = d.path().join("m.toml");
-    std::fs::write(
-        &cfg,
+    let (text, out, s) = common::run_pipeline(
+        d.path(),
         "out = \"out\"\n[simulate]\npreset = \"tiny\"\nseed = 3\n[motioncorr]\n[reconstruct]\nbinnings = [1]\ndevice = \"cpu\"\n",
-    )
-    .unwrap();
-    let text = ok(
-        lamella()
-            .args(["run", cfg.to_str().unwrap()])
-            .output()
-            .unwrap(),
         "lamella run with [motioncorr]",
     );
     assert!(
         text.contains("drift err"),
         "table has motion columns:\n{text}"
     );
-    let out = d.path().join("out");
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     for series in s["series"].as_array().unwrap() {
         let name = series["name"].as_str().unwrap();
         let m = &series["motion"];
@@ -121,7 +110,7 @@ fn run_with_motioncorr_recovers_the_simulated_drift() {
     }
     let again = ok(
         lamella()
-            .args(["run", cfg.to_str().unwrap(), "--resume"])
+            .args(["run", d.path().join("c.toml").to_str().unwrap(), "--resume"])
             .output()
             .unwrap(),
         "resume",

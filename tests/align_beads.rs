@@ -48,6 +48,7 @@ fn params(dose: f64, beads: usize) -> SeriesParams {
         frames_per_tilt: 0,
         drift_a_per_frame: 0.0,
         local_motion_a: 0.0,
+        depth_layers: 0,
         noise: true,
         ice_structure_factor: 0.0,
     }

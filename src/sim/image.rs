@@ -65,7 +65,11 @@ pub fn layered_counts(
 
 /// `dose·px²·exp(−contrast)` of tilt `i`: equal to the weak-phase `N·(1 − c)` to first
 /// order, and positive where the linear model breaks down (gold beads: φ ≈ 1.7 rad).
-fn counts_from_contrast(mut contrast: Array2<f32>, geom: &TiltSeriesGeometry, i: usize) -> Array2<f32> {
+fn counts_from_contrast(
+    mut contrast: Array2<f32>,
+    geom: &TiltSeriesGeometry,
+    i: usize,
+) -> Array2<f32> {
     let px = geom.pixel_a;
     let n_e = (geom.tilts[i].dose_e_a2 * px * px) as f32;
     contrast.mapv_inplace(|c| n_e * (-c).exp());

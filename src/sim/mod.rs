@@ -182,6 +182,13 @@ pub struct SeriesParams {
     /// existing configs, presets and their hashes are unchanged).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub local_motion_a: f64,
+    /// Depth layers of the image formation ([`image::layered_counts`]): each Z slab of the
+    /// specimen is imaged with the defocus at its height. 0 = automatic: as many as keep the
+    /// defocus range of a layer along the beam (at the largest tilt) within the π/4 CTF phase
+    /// tolerance at Nyquist (1 for the presets); 1 = the mid-plane defocus for the whole
+    /// depth. Left out of the serialised parameters when 0.
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub depth_layers: usize,
     /// Poisson noise on/off.
     pub noise: bool,
     /// Amorphous-ice texture: effective structure factor `S` of the ice at the image's
@@ -261,6 +268,7 @@ pub fn preset(p: Preset, shared_data: &Path) -> Vec<SeriesParams> {
         frames_per_tilt: 0,
         drift_a_per_frame: 0.0,
         local_motion_a: 0.0,
+        depth_layers: 0,
         noise: true,
         ice_structure_factor: PRESET_ICE_STRUCTURE_FACTOR,
     };
@@ -325,6 +333,30 @@ pub struct TiltTruth {
 /// `skip_serializing_if` helper: exactly 0.
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
+}
+
+fn is_zero_usize(v: &usize) -> bool {
+    *v == 0
+}
+
+/// The depth layers used for `p` ([`SeriesParams::depth_layers`], 0 resolved).
+pub fn depth_layer_count(p: &SeriesParams) -> usize {
+    if p.depth_layers > 0 {
+        return p.depth_layers;
+    }
+    let tol = crate::ctf::correct::defocus_tolerance_a(
+        p.voltage_kv,
+        0.5 / p.pixel_a,
+        std::f64::consts::FRAC_PI_4,
+    );
+    let cos_max = p
+        .tilt_min_deg
+        .abs()
+        .max(p.tilt_max_deg.abs())
+        .min(80.0)
+        .to_radians()
+        .cos();
+    ((p.thickness_a / (tol * cos_max)).ceil() as usize).max(1)
 }
 
 /// One placed particle.
@@ -578,6 +610,8 @@ pub fn simulate_series(params: &SeriesParams, seed: u64) -> Result<SimulatedSeri
     };
     let plan = Fft2::new(pny, pnx);
     let projector = project::RayProjector::new(spec.excess.view());
+    let vz = spec.excess.dim().0;
+    let n_layers = depth_layer_count(params).min(vz);
     type TiltOut = (
         ndarray::Array2<f32>,
         Option<Array3<f32>>,
@@ -588,19 +622,40 @@ pub fn simulate_series(params: &SeriesParams, seed: u64) -> Result<SimulatedSeri
         .into_par_iter()
         .map(|i| {
             let mut plan = plan.clone();
-            let mut proj = projector.project(px, &geometry.tilts[i], pnx, pny);
-            if params.ice_structure_factor > 0.0 {
-                let sd = image::ice_texture_sigma(
-                    &geometry.tilts[i],
-                    params.thickness_a,
-                    px,
-                    params.ice_structure_factor,
-                );
-                let mut ice_rng =
-                    ChaCha8Rng::seed_from_u64(mix_seed(series_seed, STREAM_ICE + i as u64));
-                image::add_ice_texture(&mut proj, sd, &mut ice_rng);
-            }
-            let mean = image::expected_counts(&proj, &padded_geom, i, &mut plan);
+            let ice = |proj: &mut ndarray::Array2<f32>| {
+                if params.ice_structure_factor > 0.0 {
+                    let sd = image::ice_texture_sigma(
+                        &geometry.tilts[i],
+                        params.thickness_a,
+                        px,
+                        params.ice_structure_factor,
+                    );
+                    let mut ice_rng =
+                        ChaCha8Rng::seed_from_u64(mix_seed(series_seed, STREAM_ICE + i as u64));
+                    image::add_ice_texture(proj, sd, &mut ice_rng);
+                }
+            };
+            let mean = if n_layers == 1 {
+                let mut proj = projector.project(px, &geometry.tilts[i], pnx, pny);
+                ice(&mut proj);
+                image::expected_counts(&proj, &padded_geom, i, &mut plan)
+            } else {
+                // the ice texture goes into the middle layer (its variance is that of the
+                // whole path)
+                let layers: Vec<(ndarray::Array2<f32>, f64)> = (0..n_layers)
+                    .map(|k| {
+                        let (z0, z1) = (k * vz / n_layers, (k + 1) * vz / n_layers);
+                        let mut p =
+                            projector.project_layer(px, &geometry.tilts[i], pnx, pny, (z0, z1));
+                        if k == n_layers / 2 {
+                            ice(&mut p);
+                        }
+                        let zc = ((z0 + z1) as f64 / 2.0 - (vz / 2) as f64) * px;
+                        (p, zc)
+                    })
+                    .collect();
+                image::layered_counts(&layers, &padded_geom, i, &mut plan)
+            };
             let mut noise_rng =
                 ChaCha8Rng::seed_from_u64(mix_seed(series_seed, STREAM_NOISE + i as u64));
             if params.frames_per_tilt > 0 {

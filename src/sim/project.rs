@@ -17,15 +17,19 @@ const STEPS_PER_VOXEL: f64 = 2.0;
 /// Parametric range `[k_lo, k_hi]` of samples `s0 + k·inc` inside `[0, n − 1)` on one axis.
 #[inline]
 fn axis_range(s0: f64, inc: f64, n: usize) -> (f64, f64) {
-    let hi_edge = n as f64 - 1.0 - 1e-6;
+    span_range(s0, inc, 0.0, n as f64 - 1.0 - 1e-6)
+}
+
+/// The sample indices `k` (as a real interval) with `lo ≤ s0 + k·inc ≤ hi_edge`.
+fn span_range(s0: f64, inc: f64, lo: f64, hi_edge: f64) -> (f64, f64) {
     if inc.abs() < 1e-12 {
-        if s0 >= 0.0 && s0 <= hi_edge {
+        if s0 >= lo && s0 <= hi_edge {
             (f64::NEG_INFINITY, f64::INFINITY)
         } else {
             (1.0, 0.0)
         }
     } else {
-        let a = (0.0 - s0) / inc;
+        let a = (lo - s0) / inc;
         let b = (hi_edge - s0) / inc;
         (a.min(b), a.max(b))
     }
@@ -92,7 +96,27 @@ impl<'a> RayProjector<'a> {
     /// Line integrals (value × Å) for tilt `tilt` into an `nx × ny` image (`[y, x]`) of
     /// `pixel_a` Å; see [`project_ray_sum`].
     pub fn project(&self, pixel_a: f64, tilt: &TiltImage, nx: usize, ny: usize) -> Array2<f32> {
+        self.project_layer(pixel_a, tilt, nx, ny, (0, self.dim.0))
+    }
+
+    /// [`Self::project`] of the voxel planes `z0 ≤ z < z1` only (`layer = (z0, z1)`): the
+    /// samples along each ray whose z coordinate lies in `[z0, z1)`, so the layers of a
+    /// partition of the planes add up to the whole projection (up to samples within 1e-6
+    /// voxel of a boundary).
+    pub fn project_layer(
+        &self,
+        pixel_a: f64,
+        tilt: &TiltImage,
+        nx: usize,
+        ny: usize,
+        (z0, z1): (usize, usize),
+    ) -> Array2<f32> {
         let (vz, vy, vx) = self.dim;
+        let z_hi = if z1 >= vz {
+            vz as f64 - 1.0 - 1e-6
+        } else {
+            z1 as f64 - 1e-6
+        };
         let data: &[f32] = &self.data;
         let mut img = Array2::<f32>::zeros((ny, nx));
         if vz < 2 || vy < 2 || vx < 2 {
@@ -121,7 +145,7 @@ impl<'a> RayProjector<'a> {
                     let s0 = [p0[0] + vc[0], p0[1] + vc[1], p0[2] + vc[2]];
                     let rx = axis_range(s0[0], inc[0], vx);
                     let ry = axis_range(s0[1], inc[1], vy);
-                    let rz = axis_range(s0[2], inc[2], vz);
+                    let rz = span_range(s0[2], inc[2], z0 as f64, z_hi);
                     let k0 = rx.0.max(ry.0).max(rz.0).ceil();
                     let k1 = rx.1.min(ry.1).min(rz.1).floor();
                     if k1 < k0 || k1.is_nan() || k0.is_nan() {

@@ -55,6 +55,7 @@ fn small_params() -> SeriesParams {
         frames_per_tilt: 3,
         drift_a_per_frame: 2.0,
         local_motion_a: 0.0,
+        depth_layers: 0,
         noise: true,
         ice_structure_factor: 0.0,
     }
@@ -268,4 +269,47 @@ fn local_motion_default_is_not_serialised() {
     assert!(serde_json::to_string(&q)
         .unwrap()
         .contains("\"local_motion_a\":5.0"));
+}
+
+#[test]
+fn depth_layers_are_automatic_for_thick_fine_specimens_and_add_up() {
+    let shared = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let presets = [Preset::Tiny, Preset::Demo];
+    for p in presets.iter().flat_map(|&k| preset(k, &shared)) {
+        assert_eq!(
+            depth_layer_count(&p),
+            1,
+            "{}: presets image in one layer",
+            p.name
+        );
+    }
+    let mut p = preset(Preset::Tiny, &shared).remove(0);
+    p.pixel_a = 4.0;
+    p.thickness_a = 2000.0;
+    // tolerance at Nyquist (1/8 Å⁻¹, 300 kV): 813 Å, along the beam at 60°: 407 Å
+    assert_eq!(depth_layer_count(&p), 5);
+    p.depth_layers = 1;
+    assert_eq!(depth_layer_count(&p), 1);
+    // the layers of a ray-sum partition add up to the whole projection
+    let vol = ndarray::Array3::from_shape_fn((20, 24, 24), |(z, y, x)| {
+        ((z * 3 + y * 5 + x * 7) % 11) as f32
+    });
+    let pr = project::RayProjector::new(vol.view());
+    let mut t = crate::core::geometry::TiltSeriesGeometry::from_angles(32, 32, 2.0, &[35.0], 80.0)
+        .tilts
+        .remove(0);
+    t.shift_x_a = 3.0;
+    let whole = pr.project(2.0, &t, 32, 32);
+    let mut sum = ndarray::Array2::<f32>::zeros((32, 32));
+    for (a, b) in [(0, 7), (7, 13), (13, 20)] {
+        sum += &pr.project_layer(2.0, &t, 32, 32, (a, b));
+    }
+    let scale = whole.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let diff = (&sum - &whole)
+        .mapv(f32::abs)
+        .fold(0.0f32, |m, &v| m.max(v));
+    assert!(
+        diff < 1e-4 * scale,
+        "layers add to {diff} off (max {scale})"
+    );
 }

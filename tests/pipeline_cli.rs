@@ -4,30 +4,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::{lamella, ok};
-
-/// `mpirun` with the flags OpenMPI needs as root and when oversubscribing, or None (SKIP)
-/// when there is no mpirun and LAMELLA_REQUIRE_MPI is not set.
-fn mpirun(n: usize) -> Option<Command> {
-    let found = Command::new("mpirun").arg("--version").output().is_ok();
-    if !found {
-        if std::env::var("LAMELLA_REQUIRE_MPI").as_deref() == Ok("1") {
-            panic!("mpirun not found (run `make deps`)");
-        }
-        eprintln!("SKIP: mpirun not found");
-        return None;
-    }
-    let mut c = Command::new("mpirun");
-    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
-        .env("LAMELLA_SHARED_DATA", common::shared_data())
-        .args(["-n", &n.to_string(), "--oversubscribe", "--bind-to", "none"])
-        .arg(env!("CARGO_BIN_EXE_lamella"));
-    Some(c)
-}
+use common::{lamella, mpirun, ok};
 
 fn tiny_config(dir: &Path, out: &str, extra: &str) -> PathBuf {
     let p = dir.join(format!("{out}.toml"));

@@ -116,54 +116,88 @@ impl Correlator {
         let npix = (nx * ny) as f64;
         let norm = ((ea / npix) * (eb / npix)).sqrt().max(1e-30);
         self.fft.inverse_into(&mut self.spec_b, &mut self.map);
-        let map = &self.map;
-        // statistics and the best pixel within the search radius
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        let r2 = max_shift * max_shift;
-        let mut best = (0usize, 0usize, f32::NEG_INFINITY);
-        let wrap = |i: usize, n: usize| -> f64 {
-            if i <= n / 2 {
-                i as f64
-            } else {
-                i as f64 - n as f64
-            }
-        };
-        for ((y, x), &v) in map.indexed_iter() {
-            s1 += v as f64;
-            s2 += (v as f64) * (v as f64);
-            let (dy, dx) = (wrap(y, ny), wrap(x, nx));
-            if dx * dx + dy * dy <= r2 && v > best.2 {
-                best = (y, x, v);
-            }
-        }
-        let mean = s1 / npix;
-        let std = (s2 / npix - mean * mean).max(0.0).sqrt().max(1e-30);
-        let (py, px, pv) = best;
-        if !pv.is_finite() {
-            return Peak {
-                dx: 0.0,
-                dy: 0.0,
-                cc: 0.0,
-                significance: 0.0,
-            };
-        }
-        let vertex = |l: f32, c: f32, r: f32| -> f64 {
-            let den = (l - 2.0 * c + r) as f64;
-            if den < 0.0 {
-                (0.5 * (l - r) as f64 / den).clamp(-0.5, 0.5)
-            } else {
-                0.0
-            }
-        };
-        let ox = vertex(map[[py, (px + nx - 1) % nx]], pv, map[[py, (px + 1) % nx]]);
-        let oy = vertex(map[[(py + ny - 1) % ny, px]], pv, map[[(py + 1) % ny, px]]);
+        let p = find_peak(&self.map, max_shift);
         Peak {
-            dx: wrap(px, nx) + ox,
-            dy: wrap(py, ny) + oy,
-            cc: pv as f64 / norm,
-            significance: (pv as f64 - mean) / std,
+            cc: p.value / norm,
+            ..p.peak
         }
     }
+}
+
+/// The highest pixel of a periodic correlation map `[y, x]` (lag 0 at index 0) within
+/// `max_shift` pixels of lag 0, refined by a parabola along x and y through its neighbours.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MapPeak {
+    /// Lag and significance (`cc` left 0: the map has no normalisation here).
+    pub peak: Peak,
+    /// Map value at the peak pixel.
+    pub value: f64,
+}
+
+/// Find the peak of `map` (see [`MapPeak`]) with its significance over the whole map; a map
+/// with no finite value within the radius gives lag 0 and significance 0.
+pub fn find_peak(map: &Array2<f32>, max_shift: f64) -> MapPeak {
+    let npix = map.len() as f64;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in map.iter() {
+        s1 += v as f64;
+        s2 += (v as f64) * (v as f64);
+    }
+    let mean = s1 / npix;
+    let std = (s2 / npix - mean * mean).max(0.0).sqrt().max(1e-30);
+    let (dx, dy, value) = peak_within(map, max_shift);
+    MapPeak {
+        peak: Peak {
+            dx,
+            dy,
+            cc: 0.0,
+            significance: if value.is_finite() {
+                (value - mean) / std
+            } else {
+                0.0
+            },
+        },
+        value: if value.is_finite() { value } else { 0.0 },
+    }
+}
+
+/// The lag `(dx, dy)` (pixels, sub-pixel by a parabola along x and y) and value of the highest
+/// pixel of the periodic map `[y, x]` within `max_shift` pixels of lag 0 (index 0); only that
+/// disc is visited. `(0, 0, −∞)` when it holds no finite value.
+pub fn peak_within(map: &Array2<f32>, max_shift: f64) -> (f64, f64, f64) {
+    let (ny, nx) = map.dim();
+    let r2 = max_shift * max_shift;
+    // signed lags −(n−1)/2 ..= n/2 within the radius, mapped to indices
+    let lags = |n: usize| {
+        let lo = -(((n - 1) / 2) as isize);
+        let hi = (n / 2) as isize;
+        let r = max_shift.floor().max(0.0) as isize;
+        (lo.max(-r)..=hi.min(r)).map(move |k| (k, k.rem_euclid(n as isize) as usize))
+    };
+    let mut best = (0usize, 0usize, f32::NEG_INFINITY, 0isize, 0isize);
+    for (ky, y) in lags(ny) {
+        for (kx, x) in lags(nx) {
+            let v = map[[y, x]];
+            if ((kx * kx + ky * ky) as f64) <= r2 && v > best.2 {
+                best = (y, x, v, kx, ky);
+            }
+        }
+    }
+    let (py, px, pv, kx, ky) = best;
+    if !pv.is_finite() {
+        return (0.0, 0.0, f64::NEG_INFINITY);
+    }
+    let vertex = |l: f32, c: f32, r: f32| -> f64 {
+        let den = (l - 2.0 * c + r) as f64;
+        if den < 0.0 {
+            (0.5 * (l - r) as f64 / den).clamp(-0.5, 0.5)
+        } else {
+            0.0
+        }
+    };
+    let ox = vertex(map[[py, (px + nx - 1) % nx]], pv, map[[py, (px + 1) % nx]]);
+    let oy = vertex(map[[(py + ny - 1) % ny, px]], pv, map[[(py + 1) % ny, px]]);
+    (kx as f64 + ox, ky as f64 + oy, pv as f64)
 }
 
 /// Stretch `img` `[y, x]` by `factor` perpendicular to the tilt axis about the image centre

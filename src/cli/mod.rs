@@ -4,6 +4,7 @@
 pub mod align;
 pub mod info;
 pub mod logging;
+pub mod motioncorr;
 pub mod reconstruct;
 pub mod run;
 pub mod simulate;
@@ -91,6 +92,9 @@ pub struct Cli {
 pub enum Command {
     /// Simulate a tilt-series dataset with full ground truth.
     Simulate(simulate::Args),
+    /// Motion-correct tilt movies (global alignment, dose-weighted and even/odd sums), the
+    /// movies shared out over MPI ranks.
+    Motioncorr(motioncorr::Args),
     /// Align a tilt series (fiducial-free or gold beads): IMOD .xf/.tlt, preali stack, residual charts.
     Align(align::Args),
     /// Reconstruct a tomogram from an MRC stack and IMOD .tlt (+ .xf) by WBP or SIRT, at several
@@ -106,6 +110,7 @@ pub enum Command {
 pub fn dispatch(cli: &Cli, comm: &dyn Comm) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Simulate(a) => simulate::run(a, comm),
+        Command::Motioncorr(a) => motioncorr::run(a, comm),
         Command::Align(a) => align::run(a, comm),
         Command::Reconstruct(a) => reconstruct::run(a, comm),
         Command::Run(a) => run::run(a, comm),

@@ -250,15 +250,29 @@ pub fn fourier_bin_2d(img: ArrayView2<f32>, bin: usize) -> Array2<f32> {
 pub fn fourier_shift_2d(img: ArrayView2<f32>, dy: f64, dx: f64, plan: &mut Fft2) -> Array2<f32> {
     let (_, nx) = img.dim();
     let mut spec = plan.forward(img);
-    let ny = spec.dim().0;
-    let fy = fftfreq(ny);
-    let fx = rfftfreq(nx);
-    for ((y, x), v) in spec.indexed_iter_mut() {
-        let ph = -2.0 * std::f64::consts::PI * (fy[y] as f64 * dy + fx[x] as f64 * dx);
-        let (s, c) = ph.sin_cos();
-        *v *= Complex32::new(c as f32, s as f32);
-    }
+    shift_spectrum(&mut spec, nx, dy, dx);
     plan.inverse(spec)
+}
+
+/// Multiply the half-spectrum `(ny, nx/2+1)` of an `(ny, nx)` image by the phase ramp that
+/// moves its content by `(dy, dx)` pixels: `exp(−2πi(fy·dy + fx·dx))`, made of one ramp per
+/// axis (computed in f64), so the cost is one complex product per coefficient.
+pub fn shift_spectrum(spec: &mut Array2<Complex32>, nx: usize, dy: f64, dx: f64) {
+    let ny = spec.dim().0;
+    let ramp = |f: Vec<f32>, d: f64| -> Vec<Complex32> {
+        f.into_iter()
+            .map(|v| {
+                let (s, c) = (-2.0 * std::f64::consts::PI * v as f64 * d).sin_cos();
+                Complex32::new(c as f32, s as f32)
+            })
+            .collect()
+    };
+    let (ry, rx) = (ramp(fftfreq(ny), dy), ramp(rfftfreq(nx), dx));
+    for (row, &r) in spec.axis_iter_mut(Axis(0)).zip(&ry) {
+        for (v, &c) in row.into_iter().zip(&rx) {
+            *v *= r * c;
+        }
+    }
 }
 
 /// Cosine edge ramp for an axis of `n` samples: weight `0.5·(1 − cos(π·(d + 0.5)/m))` at

@@ -37,13 +37,21 @@ pub fn interaction_constant(voltage_kv: f64) -> f64 {
 /// `b = −1.665`, `c = 2.81` e/Å² at 300 kV. At other voltages `Ne` is scaled by a factor that
 /// is 1 at ≥ 300 kV, 0.8 at ≤ 200 kV and linear in between. Returns 1 at `s = 0`.
 pub fn dose_filter(s_per_a: f64, dose_e_a2: f64, voltage_kv: f64) -> f64 {
-    let s = s_per_a.abs();
-    if s == 0.0 || dose_e_a2 <= 0.0 {
+    if dose_e_a2 <= 0.0 {
         return 1.0;
     }
+    (-dose_e_a2 / (2.0 * critical_exposure(s_per_a, voltage_kv))).exp()
+}
+
+/// The critical exposure `Ne(s)` (e/Å²) of [`dose_filter`] at `s_per_a` (1/Å); infinite at
+/// `s = 0` (no attenuation).
+pub fn critical_exposure(s_per_a: f64, voltage_kv: f64) -> f64 {
+    let s = s_per_a.abs();
+    if s == 0.0 {
+        return f64::INFINITY;
+    }
     let scale = (0.8 + 0.2 * (voltage_kv - 200.0) / 100.0).clamp(0.8, 1.0);
-    let ne = scale * (0.245 * s.powf(-1.665) + 2.81);
-    (-dose_e_a2 / (2.0 * ne)).exp()
+    scale * (0.245 * s.powf(-1.665) + 2.81)
 }
 
 /// Parameters of one CTF. Lengths in Å (except `cs_mm`), angles in degrees.

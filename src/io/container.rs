@@ -92,6 +92,37 @@ pub struct SeriesRecord {
     /// The alignment that produced `geometry`, when an alignment stage ran: written as
     /// `alignment/residuals`, `alignment/beads` and attributes of `alignment`.
     pub alignment: Option<AlignReport>,
+    /// Per-frame motion of the movies (`motion/frames`), when a motion correction ran.
+    pub motion: Option<MotionTable>,
+}
+
+/// The per-frame shifts of a motion-corrected series (`/tilt_series/<name>/motion`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MotionTable {
+    /// `global` (whole-frame alignment).
+    pub method: String,
+    /// Whether the sums were dose-weighted.
+    pub dose_weighted: bool,
+    /// Rows in stack order, frames in order.
+    pub rows: Vec<FrameShiftRow>,
+}
+
+/// One row of `/tilt_series/<name>/motion/frames`.
+#[derive(H5Type, Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct FrameShiftRow {
+    /// Tilt (stack index).
+    pub tilt: u32,
+    /// Frame index in the movie.
+    pub frame: u32,
+    /// Content displacement relative to frame 0, pixels.
+    pub shift_x_px: f64,
+    /// Content displacement relative to frame 0, pixels.
+    pub shift_y_px: f64,
+    /// Exposure before this frame, e/Å².
+    pub pre_exposure_e_a2: f64,
+    /// Exposure of this frame, e/Å².
+    pub dose_e_a2: f64,
 }
 
 /// One row of `/tilt_series/<name>/alignment/residuals` (stack order).
@@ -334,6 +365,9 @@ pub fn write_series_file(path: &Path, rec: &SeriesRecord) -> Result<()> {
         for s in &rec.stages {
             write_stage(path, &g, &gpath, s)?;
         }
+        if let Some(m) = &rec.motion {
+            write_motion(path, &g, &gpath, m)?;
+        }
         // `complete` last: a reader that sees it knows everything above was written.
         AttrWriter {
             path,
@@ -492,6 +526,25 @@ fn write_tomogram(path: &Path, g: &Group, gpath: &str, t: &TomogramRecord) -> Re
         a.str("mrc_path", m)?;
     }
     Ok(())
+}
+
+fn write_motion(path: &Path, g: &Group, gpath: &str, m: &MotionTable) -> Result<()> {
+    let full = format!("{gpath}/motion");
+    let mg = g
+        .create_group("motion")
+        .map_err(h5err(path, &format!("creating group {full}")))?;
+    let a = AttrWriter {
+        path,
+        loc: &mg,
+        obj: &full,
+    };
+    a.str("method", &m.method)?;
+    a.scalar("dose_weighted", &m.dose_weighted)?;
+    mg.new_dataset_builder()
+        .with_data(&Array1::from(m.rows.clone()))
+        .create("frames")
+        .map(|_| ())
+        .map_err(h5err(path, &format!("writing {full}/frames")))
 }
 
 fn write_stage(path: &Path, g: &Group, gpath: &str, s: &StageRecord) -> Result<()> {
@@ -770,6 +823,7 @@ mod tests {
             truth_correlation: Some(0.875),
             rank: 2,
             alignment: None,
+            motion: None,
         }
     }
 

@@ -11,13 +11,12 @@
 //! Per iteration: align every frame by its current shift (Fourier phase ramp), sum; for each
 //! frame correlate it (at its current shift) with the sum minus itself, band-passed with a
 //! B-factor low-pass (`exp(−B·s²/4)`, amplitude) and a weak high-pass, and add the sub-pixel
-//! peak to its shift; stop when the largest update is below `tolerance_px`.
+//! peak to its shift; stop when the largest update is below `tolerance_px`. All of it runs on
+//! the frames' spectra, transformed once ([`super::spectral`]).
 
-use crate::align::xcorr::{Bandpass, Correlator};
-use crate::core::fourier::{fourier_shift_2d, Fft2};
+use super::spectral::{align_spectra, MovieSpectra};
 use crate::{Error, Result};
-use ndarray::{Array2, ArrayView3, Axis};
-use rayon::prelude::*;
+use ndarray::ArrayView3;
 
 /// Parameters of the global alignment.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,7 +63,18 @@ pub fn align_global(
     pixel_a: f64,
     params: &GlobalParams,
 ) -> Result<GlobalMotion> {
-    let (nf, ny, nx) = frames.dim();
+    check_frames(frames)?;
+    Ok(align_spectra(&MovieSpectra::new(frames), pixel_a, params))
+}
+
+/// The movie checks of [`align_global`]: ≥ 2 frames of ≥ 16² pixels, all values finite.
+pub(crate) fn check_frames(frames: ArrayView3<f32>) -> Result<()> {
+    check_shape(frames.dim())?;
+    check_values(frames)
+}
+
+/// ≥ 2 frames of ≥ 16² pixels in a movie of shape `(frames, ny, nx)` ([`Error::BadInput`]).
+pub(crate) fn check_shape((nf, ny, nx): (usize, usize, usize)) -> Result<()> {
     if nf < 2 || ny < 16 || nx < 16 {
         return Err(Error::bad_input(
             "<movie>",
@@ -72,6 +82,11 @@ pub fn align_global(
             format!("{nf} frames of {nx}×{ny}: need ≥ 2 frames of ≥ 16×16 pixels"),
         ));
     }
+    Ok(())
+}
+
+/// Refuse NaN/Inf frame values ([`Error::BadInput`]).
+pub(crate) fn check_values(frames: ArrayView3<f32>) -> Result<()> {
     if frames.iter().any(|v| !v.is_finite()) {
         return Err(Error::bad_input(
             "<movie>",
@@ -79,75 +94,7 @@ pub fn align_global(
             "contain NaN/Inf: check the movie file and the gain reference",
         ));
     }
-    // B-factor low-pass as a Gaussian in frequency: exp(−B s²/4) = exp(−f²/(2σ²)) with
-    // f = s·pixel cycles/pixel → σ = sqrt(2/B)·pixel cycles/pixel, as a fraction of Nyquist
-    let sigma_cpp = (2.0 / params.bfactor_a2.max(1e-6)).sqrt() * pixel_a;
-    let bp = Bandpass {
-        highpass_cycles: 1.0,
-        lowpass_nyquist: (sigma_cpp / 0.5).min(4.0),
-    };
-    let corr = Correlator::new(ny, nx, bp);
-    let plan = Fft2::new(ny, nx);
-    // frames as zero-mean floats (the mean carries no shift information)
-    let frames: Vec<Array2<f32>> = frames
-        .axis_iter(Axis(0))
-        .map(|f| {
-            let m = f.mean().unwrap_or(0.0);
-            f.mapv(|v| v - m)
-        })
-        .collect();
-    let mut shifts = vec![[0.0f64; 2]; nf];
-    let mut it = 0;
-    let mut last = f64::INFINITY;
-    while it < params.iterations {
-        it += 1;
-        let aligned: Vec<Array2<f32>> = frames
-            .par_iter()
-            .zip(shifts.par_iter())
-            .map_init(
-                || plan.clone(),
-                |p, (f, s)| fourier_shift_2d(f.view(), -s[1], -s[0], p),
-            )
-            .collect();
-        let mut sum = Array2::<f32>::zeros((ny, nx));
-        for a in &aligned {
-            sum += a;
-        }
-        let updates: Vec<[f64; 2]> = aligned
-            .par_iter()
-            .map_init(
-                || corr.clone(),
-                |c, a| {
-                    let others = &sum - a;
-                    let pk = c.correlate(others.view(), a.view(), params.max_shift_px);
-                    [pk.dx, pk.dy]
-                },
-            )
-            .collect();
-        last = updates
-            .iter()
-            .map(|u| u[0].hypot(u[1]))
-            .fold(0.0f64, f64::max);
-        for (s, u) in shifts.iter_mut().zip(&updates) {
-            s[0] += u[0];
-            s[1] += u[1];
-        }
-        let mean = shifts
-            .iter()
-            .fold([0.0, 0.0], |a, s| [a[0] + s[0], a[1] + s[1]]);
-        for s in shifts.iter_mut() {
-            s[0] -= mean[0] / nf as f64;
-            s[1] -= mean[1] / nf as f64;
-        }
-        if last < params.tolerance_px {
-            break;
-        }
-    }
-    Ok(GlobalMotion {
-        shifts_px: shifts,
-        iterations: it,
-        last_update_px: last,
-    })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,11 +4,14 @@
 //! ([`series`]), patch-based local motion with a smooth space-time model ([`local`]), TIFF
 //! movies ([`tif`]) and gain references ([`gain`]). See `docs/motion.md`.
 
+pub mod batch;
 pub mod gain;
 pub mod global;
 pub mod local;
 pub mod movie;
+pub mod output;
 pub mod series;
+pub mod spectral;
 pub mod sum;
 pub mod tif;
 

@@ -7,9 +7,10 @@
 //! and the sums are on the grid of frame 0, as SerialEM's/the simulator's stack image is. The
 //! alignment itself is mean-zero ([`super::GlobalMotion`]); the offset is removed afterwards.
 
-use super::global::{align_global, GlobalParams};
+use super::global::{check_frames, check_shape, GlobalParams};
 use super::local::{align_local, sum_frames_local, LocalMotion, LocalParams};
-use super::sum::{sum_frames, Exposure};
+use super::spectral::{align_spectra, MovieSpectra};
+use super::sum::{sum_spectra, Exposure};
 use crate::{Error, Result};
 use ndarray::{Array3, ArrayView3, Axis};
 
@@ -74,39 +75,78 @@ pub fn correct_movie(
 }
 
 /// [`correct_movie`], also returning the local motion model when `params.local` is set
-/// (its shifts are relative to the returned global trajectory, zero at frame 0).
+/// (its shifts are relative to the returned global trajectory, zero at frame 0). The local
+/// model needs the frames themselves (patches), so it is not available from spectra alone
+/// ([`correct_spectra`]).
 pub fn correct_movie_local(
     frames: ArrayView3<f32>,
     pixel_a: f64,
     exposure: Option<&Exposure>,
     params: &MotionParams,
 ) -> Result<(super::MovieSums, TiltMotion, Option<LocalMotion>)> {
-    let g = align_global(frames, pixel_a, &params.global)?;
+    check_frames(frames)?;
+    let spectra = MovieSpectra::new(frames);
+    let (shifts, motion) = global_motion(&spectra, pixel_a, exposure, params)?;
+    let weight = exposure.filter(|e| params.dose_weighting && e.per_frame_e_a2 > 0.0);
+    match &params.local {
+        Some(lp) => {
+            drop(spectra);
+            let local = align_local(frames, &shifts, pixel_a, lp)?;
+            let sums = sum_frames_local(frames, &shifts, &local, pixel_a, weight)?;
+            Ok((sums, motion, Some(local)))
+        }
+        None => Ok((
+            sum_spectra(&spectra, &shifts, pixel_a, weight),
+            motion,
+            None,
+        )),
+    }
+}
+
+/// [`correct_movie`] on a movie already transformed (the spectra serve the alignment and the
+/// sums). Errors: fewer than 2 frames or frames smaller than 16² ([`Error::BadInput`]); local
+/// motion asked for (`params.local`: it needs the frames, use [`correct_movie_local`]).
+pub fn correct_spectra(
+    spectra: &MovieSpectra,
+    pixel_a: f64,
+    exposure: Option<&Exposure>,
+    params: &MotionParams,
+) -> Result<(super::MovieSums, TiltMotion)> {
+    if params.local.is_some() {
+        return Err(Error::Config(
+            "local motion needs the movie frames, not only their spectra: call \
+             motion::correct_movie_local (or read the movie with read_movie)"
+                .into(),
+        ));
+    }
+    let (shifts, motion) = global_motion(spectra, pixel_a, exposure, params)?;
+    let weight = exposure.filter(|e| params.dose_weighting && e.per_frame_e_a2 > 0.0);
+    Ok((sum_spectra(spectra, &shifts, pixel_a, weight), motion))
+}
+
+/// The global, frame-0-anchored motion of a transformed movie: the shifts and the record.
+fn global_motion(
+    spectra: &MovieSpectra,
+    pixel_a: f64,
+    exposure: Option<&Exposure>,
+    params: &MotionParams,
+) -> Result<(Vec<[f64; 2]>, TiltMotion)> {
+    let (ny, nx) = spectra.shape;
+    check_shape((spectra.frames.len(), ny, nx))?;
+    let g = align_spectra(spectra, pixel_a, &params.global);
     let s0 = g.shifts_px[0];
     let shifts: Vec<[f64; 2]> = g
         .shifts_px
         .iter()
         .map(|s| [s[0] - s0[0], s[1] - s0[1]])
         .collect();
-    let weight = exposure.filter(|e| params.dose_weighting && e.per_frame_e_a2 > 0.0);
-    let local = match &params.local {
-        Some(lp) => Some(align_local(frames, &shifts, pixel_a, lp)?),
-        None => None,
+    let motion = TiltMotion {
+        shifts_px: shifts.clone(),
+        iterations: g.iterations,
+        pre_exposure_e_a2: exposure.map_or(0.0, |e| e.pre_exposure_e_a2),
+        per_frame_e_a2: exposure.map_or(0.0, |e| e.per_frame_e_a2),
     };
-    let sums = match &local {
-        Some(l) => sum_frames_local(frames, &shifts, l, pixel_a, weight)?,
-        None => sum_frames(frames, &shifts, pixel_a, weight)?,
-    };
-    Ok((
-        sums,
-        TiltMotion {
-            shifts_px: shifts,
-            iterations: g.iterations,
-            pre_exposure_e_a2: exposure.map_or(0.0, |e| e.pre_exposure_e_a2),
-            per_frame_e_a2: exposure.map_or(0.0, |e| e.per_frame_e_a2),
-        },
-        local,
-    ))
+    Ok((shifts, motion))
 }
 
 /// Motion-correct `n_tilts` movies, loaded one at a time by `load(i)` (stack order), at
@@ -115,7 +155,7 @@ pub fn correct_movie_local(
 /// [`Error::Runtime`] (the caller resumes later).
 ///
 /// Errors: movies of different frame sizes ([`Error::BadInput`] naming `names[i]`), and those
-/// of [`align_global`] / [`sum_frames`].
+/// of [`super::align_global`] / [`super::sum_frames`].
 pub fn correct_series(
     n_tilts: usize,
     mut load: impl FnMut(usize) -> Result<Array3<f32>>,
@@ -174,7 +214,7 @@ pub fn correct_series(
 }
 
 /// Replace the `<movie>` placeholder of errors from the per-movie functions by its name.
-fn rename_movie(e: Error, name: &str) -> Error {
+pub(crate) fn rename_movie(e: Error, name: &str) -> Error {
     match e {
         Error::BadInput { path, field, msg } if path.as_os_str() == "<movie>" => {
             Error::bad_input(name, field, msg)

@@ -13,11 +13,13 @@
 //! Frames `[frame, y, x]`; shifts in pixels `[dx, dy]` (content displacement, as
 //! [`super::global::GlobalMotion::shifts_px`]); outputs `[y, x]`.
 
+use super::spectral::MovieSpectra;
 use crate::core::fourier::{fftfreq, rfftfreq, Fft2};
-use crate::ctf::dose_filter;
+use crate::ctf::model::critical_exposure;
 use crate::{Error, Result};
 use ndarray::{Array2, ArrayView3, Axis};
 use num_complex::Complex32;
+use rayon::prelude::*;
 
 /// Exposure of the frames, for dose weighting.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,7 +54,7 @@ pub fn sum_frames(
     pixel_a: f64,
     exposure: Option<&Exposure>,
 ) -> Result<MovieSums> {
-    let (nf, ny, nx) = frames.dim();
+    let nf = frames.dim().0;
     if shifts_px.len() != nf {
         return Err(Error::bad_input(
             "<movie>",
@@ -63,53 +65,108 @@ pub fn sum_frames(
             ),
         ));
     }
-    let mut plan = Fft2::new(ny, nx);
+    Ok(sum_spectra(
+        &MovieSpectra::new(frames),
+        shifts_px,
+        pixel_a,
+        exposure,
+    ))
+}
+
+/// [`sum_frames`] on frames already transformed ([`MovieSpectra`]); `shifts_px` has one
+/// shift per frame (the caller checks). Rows of the spectrum are summed in parallel.
+pub fn sum_spectra(
+    spectra: &MovieSpectra,
+    shifts_px: &[[f64; 2]],
+    pixel_a: f64,
+    exposure: Option<&Exposure>,
+) -> MovieSums {
+    let (ny, nx) = spectra.shape;
+    let nf = spectra.frames.len();
     let fy = fftfreq(ny);
     let fx = rfftfreq(nx);
+    let tau = 2.0 * std::f64::consts::PI;
+    // per frame its phase ramps along x (shift by −dx: exp(+2πi·fx·dx)); along y per row
+    let ramps_x: Vec<Vec<Complex32>> = shifts_px
+        .iter()
+        .map(|s| {
+            fx.iter()
+                .map(|&f| {
+                    let (sn, cs) = (tau * f as f64 * s[0]).sin_cos();
+                    Complex32::new(cs as f32, sn as f32)
+                })
+                .collect()
+        })
+        .collect();
     let half = (ny, nx / 2 + 1);
     let (mut even, mut odd) = (
         Array2::<Complex32>::zeros(half),
         Array2::<Complex32>::zeros(half),
     );
-    // Σ_f w_f² per frequency (dose weighting), for the normalisation
-    let mut wsum = Array2::<f64>::zeros(even.dim());
-    for (f, frame) in frames.axis_iter(Axis(0)).enumerate() {
-        let mut spec = plan.forward(frame);
-        let [dx, dy] = shifts_px[f];
-        for ((y, x), v) in spec.indexed_iter_mut() {
-            // shift by (−dx, −dy): multiply by exp(+2πi(fx·dx + fy·dy))
-            let (fxx, fyy) = (fx[x] as f64, fy[y] as f64);
-            let ph = 2.0 * std::f64::consts::PI * (fxx * dx + fyy * dy);
-            let mut w = 1.0;
-            if let Some(e) = exposure {
-                let s = fxx.hypot(fyy) / pixel_a;
-                let mid = e.pre_exposure_e_a2 + (f as f64 + 0.5) * e.per_frame_e_a2;
-                w = dose_filter(s, mid, e.voltage_kv);
-                wsum[[y, x]] += w * w;
+    even.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(odd.axis_iter_mut(Axis(0)))
+        .enumerate()
+        .for_each(|(y, (mut er, mut or))| {
+            let fyy = fy[y] as f64;
+            // dose weights w_f = exp(−m_f/(2Ne)) at mid-exposure m_f = m_0 + f·d, so
+            // w_{f+1} = w_f·exp(−d/(2Ne)): two exponentials per frequency, not one per frame
+            let (mut w, step): (Vec<f32>, Vec<f32>) = match exposure {
+                Some(e) => fx
+                    .iter()
+                    .map(|&f| {
+                        let ne = critical_exposure((f as f64).hypot(fyy) / pixel_a, e.voltage_kv);
+                        let m0 = e.pre_exposure_e_a2 + 0.5 * e.per_frame_e_a2;
+                        (
+                            (-m0 / (2.0 * ne)).exp() as f32,
+                            (-e.per_frame_e_a2 / (2.0 * ne)).exp() as f32,
+                        )
+                    })
+                    .unzip(),
+                None => (vec![1.0; fx.len()], vec![1.0; fx.len()]),
+            };
+            // Σ_f w_f² per frequency, for the normalisation
+            let mut wsum = vec![0.0f64; fx.len()];
+            for (f, spec) in spectra.frames.iter().enumerate() {
+                let (sn, cs) = (tau * fyy * shifts_px[f][1]).sin_cos();
+                let ry = Complex32::new(cs as f32, sn as f32);
+                if f > 0 {
+                    for (wv, st) in w.iter_mut().zip(&step) {
+                        *wv *= st;
+                    }
+                }
+                for (ws, &wv) in wsum.iter_mut().zip(&w) {
+                    *ws += (wv as f64) * (wv as f64);
+                }
+                let target = if f % 2 == 0 { &mut er } else { &mut or };
+                for (x, t) in target.iter_mut().enumerate() {
+                    *t += spec[[y, x]] * (ry * ramps_x[f][x]) * w[x];
+                }
             }
-            *v *= Complex32::from_polar(w as f32, ph as f32);
-        }
-        let target = if f % 2 == 0 { &mut even } else { &mut odd };
-        *target += &spec;
-    }
-    if exposure.is_some() {
-        for ((e, o), &w2) in even.iter_mut().zip(odd.iter_mut()).zip(wsum.iter()) {
-            let k = (nf as f64 / w2.max(1e-300)).sqrt() as f32;
-            *e *= k;
-            *o *= k;
-        }
-    }
+            if exposure.is_some() {
+                for ((e, o), &w2) in er.iter_mut().zip(or.iter_mut()).zip(&wsum) {
+                    let k = (nf as f64 / w2.max(1e-300)).sqrt() as f32;
+                    *e *= k;
+                    *o *= k;
+                }
+            }
+        });
     let full_spec = &even + &odd;
-    Ok(MovieSums {
-        full: plan.inverse(full_spec),
-        even: plan.inverse(even),
-        odd: plan.inverse(odd),
-    })
+    let plan = Fft2::new(ny, nx);
+    let mut out: Vec<Array2<f32>> = vec![full_spec, even, odd]
+        .into_par_iter()
+        .map_init(|| plan.clone(), |p, s| p.inverse(s))
+        .collect();
+    let odd = out.pop().expect("three sums");
+    let even = out.pop().expect("three sums");
+    let full = out.pop().expect("three sums");
+    MovieSums { full, even, odd }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctf::dose_filter;
     use crate::motion::global::{align_global, GlobalParams};
     use crate::sim::{preset, simulate_series, Preset};
 

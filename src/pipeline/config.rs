@@ -29,6 +29,10 @@ pub struct Config {
     /// Existing tilt series to process (`[[input]]` tables).
     #[serde(default)]
     pub input: Vec<InputSeries>,
+    /// Motion correction of the tilt movies (`[motioncorr]`); absent = the stacks are used
+    /// as they are.
+    #[serde(default)]
+    pub motioncorr: Option<super::motioncorr::MotionCorrConfig>,
     /// Tilt-series alignment (`[align]`); absent = no alignment stage (the input's or the
     /// simulator's geometry is used as it is).
     #[serde(default)]
@@ -279,6 +283,9 @@ impl Config {
         if let Some(p) = self.shared_data.as_mut() {
             fix(p);
         }
+        if let Some(p) = self.motioncorr.as_mut().and_then(|m| m.frames_dir.as_mut()) {
+            fix(p);
+        }
         for s in &mut self.input {
             fix(&mut s.stack);
             for p in [&mut s.tlt, &mut s.xf, &mut s.mdoc, &mut s.truth]
@@ -331,6 +338,16 @@ impl Config {
                 if !x.is_finite() {
                     return err(format!("align.axis_deg = {x}: give an angle in degrees"));
                 }
+            }
+        }
+        if let Some(m) = &self.motioncorr {
+            m.validate(path)?;
+            if let Some(s) = self.input.iter().find(|s| s.mdoc.is_none()) {
+                return err(format!(
+                    "[[input]] {:?} has no `mdoc`: [motioncorr] finds the movies through the \
+                     SerialEM .mdoc; add `mdoc = \"...\"`",
+                    s.series_name()
+                ));
             }
         }
         let mut names = std::collections::HashSet::new();

@@ -1,12 +1,13 @@
 //! Pipeline: config (serde TOML), stage graph, resume, work distribution over ranks.
 //!
 //! Stage modules are pure functions; this module does the file I/O and the rank logic.
-//! The stage graph for now is `simulate -> reconstruct` (or `input -> reconstruct`).
+//! The stage graph is `simulate | input -> [motioncorr] -> [align] -> reconstruct`.
 
 pub mod config;
 pub mod distribute;
 pub mod inputs;
 pub mod metrics;
+pub mod motioncorr;
 pub mod pictures;
 pub mod run;
 pub mod signals;

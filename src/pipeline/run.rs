@@ -1,5 +1,5 @@
-//! `lamella run CONFIG.toml`: the stage graph (simulate or input -> [align] -> reconstruct) over the
-//! tilt series, distributed over MPI ranks largest-first, with resume and a summary.
+//! `lamella run CONFIG.toml`: the stage graph (simulate or input -> [motioncorr] -> [align] ->
+//! reconstruct) over the tilt series, distributed over MPI ranks largest-first, with resume and a summary.
 //!
 //! Per series the rank that owns it writes `sim/<name>.*` (simulated data),
 //! `tomograms/<name>_bin<k>.mrc`, `ts/<name>.h5` (its container) and `ts/<name>.json`
@@ -10,7 +10,7 @@ use super::config::{Config, GeometrySource, InputSeries};
 use super::distribute::{assign_largest_first, items_for_rank};
 use super::inputs::{self, LoadedSeries};
 use super::summary::{AlignSummary, RunSummary, SeriesSummary};
-use super::{metrics, pictures, signals, simio};
+use super::{metrics, motioncorr, pictures, signals, simio};
 use crate::align::evaluate::alignment_error;
 use crate::align::output as align_output;
 use crate::align::stage::{self as align_stage, AlignChoice, AlignConfig};
@@ -83,7 +83,10 @@ fn build_jobs(cfg: &Config) -> Result<Vec<Job>> {
             .parse()
             .map_err(|e| Error::Config(format!("simulate.preset: {e}")))?;
         let shared = simio::find_shared_data(cfg.shared_data.as_deref())?;
-        for (i, p) in sim::preset(preset, &shared).into_iter().enumerate() {
+        for (i, mut p) in sim::preset(preset, &shared).into_iter().enumerate() {
+            if let Some(mc) = &cfg.motioncorr {
+                mc.apply_to_sim(&mut p);
+            }
             let n_tilts = ((p.tilt_max_deg - p.tilt_min_deg) / p.tilt_step_deg).round() as u64 + 1;
             jobs.push(Job {
                 name: p.name.clone(),
@@ -311,11 +314,13 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
     let summary_path = ts_dir.join(format!("{}.json", job.name));
     let recon_json = serde_json::to_string(&cfg.reconstruct).unwrap_or_default();
     let align_json = serde_json::to_string(&cfg.align).unwrap_or_default();
+    let motion_json = serde_json::to_string(&cfg.motioncorr).unwrap_or_default();
     let hash = container::input_hash(&[
         VERSION.as_bytes(),
         job_key(job).as_bytes(),
         recon_json.as_bytes(),
         align_json.as_bytes(),
+        motion_json.as_bytes(),
     ]);
     if opts.resume {
         if let Some(s) = resumed_summary(&ts_path, &summary_path, &job.name, &hash)? {
@@ -333,6 +338,48 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
     let device = Device::select(rc.device, comm.local_rank())?;
     let mut stages = Vec::new();
     let mut pictures = Vec::new();
+    let moved = match &cfg.motioncorr {
+        Some(mc) => {
+            let (mdoc, truth) = match &job.source {
+                Source::Sim { .. } => {
+                    let dir = cfg.out.join("sim");
+                    (
+                        dir.join(format!("{}.mdoc", job.name)),
+                        Some(dir.join(format!("{}_truth.json", job.name))),
+                    )
+                }
+                Source::Input(inp) => (
+                    inp.mdoc.clone().ok_or_else(|| {
+                        Error::Config(format!(
+                            "[[input]] {:?}: [motioncorr] needs its .mdoc",
+                            job.name
+                        ))
+                    })?,
+                    None,
+                ),
+            };
+            let m = motioncorr::run_stage(
+                &cfg.out,
+                mc,
+                &job.name,
+                &mdoc,
+                &job_key(job),
+                opts.resume,
+                &mut loaded,
+                truth.as_deref(),
+            )?;
+            seconds.insert("motioncorr".to_string(), m.seconds);
+            stages.push(StageRecord {
+                name: "motioncorr".into(),
+                input_hash: m.hash.clone(),
+                seconds: m.seconds,
+                complete: true,
+            });
+            pictures.push(m.picture.clone());
+            Some(m)
+        }
+        None => None,
+    };
     let aligned = match &cfg.align {
         Some(ac) => Some(align_series(
             cfg,
@@ -450,6 +497,7 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         truth_correlation: corr.values().next().copied(),
         rank: comm.rank(),
         alignment: aligned.as_ref().map(|a| a.report.clone()),
+        motion: moved.as_ref().map(|m| m.table.clone()),
     };
     let summary = SeriesSummary {
         name: job.name.clone(),
@@ -462,6 +510,7 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         tomograms: files,
         pictures,
         resumed: false,
+        motion: moved.map(|m| m.summary),
         alignment: aligned.map(|a| a.summary),
         error: None,
         error_code: None,

@@ -28,6 +28,9 @@ pub struct SeriesSummary {
     pub pictures: Vec<(String, String)>,
     /// True when `--resume` found this series complete and skipped it.
     pub resumed: bool,
+    /// Motion-correction outcome, when a motioncorr stage ran.
+    #[serde(default)]
+    pub motion: Option<MotionSummary>,
     /// Alignment outcome, when an alignment stage ran.
     #[serde(default)]
     pub alignment: Option<AlignSummary>,
@@ -49,6 +52,19 @@ pub struct AlignSummary {
     /// Error against the true geometry (simulated data only).
     pub error: Option<crate::align::evaluate::AlignmentError>,
     /// Alignment files, relative to the output directory (`.xf`, `.tlt`, preali stack).
+    pub files: Vec<String>,
+}
+
+/// What the motion correction found (and, for simulated data, how far from the truth).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct MotionSummary {
+    /// `global` (whole-frame alignment).
+    pub method: String,
+    /// Mean over tilts of the trajectory's path length, pixels.
+    pub mean_path_px: f64,
+    /// RMS trajectory error against the simulator's drift, pixels (simulated data only).
+    pub rms_error_px: Option<f64>,
+    /// Files written, relative to the output directory (stacks, record, drift plot).
     pub files: Vec<String>,
 }
 
@@ -97,6 +113,10 @@ impl RunSummary {
         for b in &bins {
             out.push_str(&format!(" {:>10}", format!("corr {b}")));
         }
+        let moved = self.series.iter().any(|s| s.motion.is_some());
+        if moved {
+            out.push_str(&format!(" {:>9} {:>10}", "drift px", "drift err"));
+        }
         let aligned = self.series.iter().any(|s| s.alignment.is_some());
         if aligned {
             out.push_str(&format!(
@@ -125,13 +145,21 @@ impl RunSummary {
                     None => out.push_str(&format!(" {:>10}", "-")),
                 }
             }
+            let cell = |v: Option<f64>, unit: &str| match v {
+                Some(v) => format!("{v:.2}{unit}"),
+                None => "-".into(),
+            };
+            if moved {
+                let m = s.motion.as_ref();
+                out.push_str(&format!(
+                    " {:>9} {:>10}",
+                    cell(m.map(|m| m.mean_path_px), ""),
+                    cell(m.and_then(|m| m.rms_error_px), " px"),
+                ));
+            }
             if aligned {
                 let a = s.alignment.as_ref();
                 let e = a.and_then(|a| a.error.as_ref());
-                let cell = |v: Option<f64>, unit: &str| match v {
-                    Some(v) => format!("{v:.2}{unit}"),
-                    None => "-".into(),
-                };
                 out.push_str(&format!(
                     " {:>9} {:>10} {:>9}",
                     cell(a.map(|a| a.rms_residual_px), ""),

@@ -132,3 +132,24 @@ pub fn ok(out: std::process::Output, what: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `mpirun` with the flags OpenMPI needs as root and when oversubscribing, or None (SKIP)
+/// when there is no mpirun and LAMELLA_REQUIRE_MPI is not set.
+pub fn mpirun(n: usize) -> Option<Command> {
+    let found = Command::new("mpirun").arg("--version").output().is_ok();
+    if !found {
+        if std::env::var("LAMELLA_REQUIRE_MPI").as_deref() == Ok("1") {
+            panic!("mpirun not found (run `make deps`)");
+        }
+        eprintln!("SKIP: mpirun not found");
+        return None;
+    }
+    let mut c = Command::new("mpirun");
+    c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env("LAMELLA_SHARED_DATA", shared_data())
+        .args(["-n", &n.to_string(), "--oversubscribe", "--bind-to", "none"])
+        .arg(env!("CARGO_BIN_EXE_lamella"));
+    Some(c)
+}

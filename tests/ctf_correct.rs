@@ -4,17 +4,17 @@
 //! (strips along the axis) and with the 3D (per Z slab) correction; FSC against the true
 //! volume averaged over the shells past the first CTF zero.
 //!
-//! Forward model (the simulator's own image formation, `sim::image::expected_counts`, applied
-//! per depth layer): the clean volume is cut into thin Z layers; each layer is projected
+//! Forward model: the simulator's depth-layered image formation (`sim::image::layered_counts`,
+//! which the simulator uses itself for specimens thicker than the π/4 defocus tolerance at
+//! Nyquist): the clean volume is cut into thin Z layers; each layer is projected
 //! (`recon::project`) and imaged with the CTF of the defocus at its height (the tilt's centre
 //! defocus minus the depth offset `z/cos`, plus the simulator's in-plane gradient), and the
-//! phases of the layers add (`I = N·exp(−Σ c_k)`). The simulator alone images the whole
-//! specimen with the mid-plane defocus, which has no depth effect to correct.
+//! phases of the layers add (`I = N·exp(−Σ c_k)`).
 
 mod common;
 
 use lamella::core::fourier::Fft2;
-use lamella::core::geometry::{transpose, TiltSeriesGeometry};
+use lamella::core::geometry::TiltSeriesGeometry;
 use lamella::ctf::Ctf;
 use lamella::device::Device;
 use lamella::recon::ctfcorr::{z_slab_projections, CtfCorrection};
@@ -24,7 +24,7 @@ use lamella::recon::plan::{reconstruct, Method, ReconstructOutcome, ReconstructS
 use lamella::recon::project::forward_project_cpu;
 use lamella::report::plot::{write_chart_png, Chart, Series, Style, PALETTE};
 use lamella::sim::{self, Preset};
-use ndarray::{s, Array3, Axis};
+use ndarray::{s, Array2, Array3, Axis};
 use rayon::prelude::*;
 use std::path::PathBuf;
 
@@ -43,41 +43,29 @@ fn image_series(truth: &Array3<f32>, g: &TiltSeriesGeometry) -> Array3<f32> {
     gp.nx = pn;
     gp.ny = pn;
     let projs = gp.projections(1);
-    let mut log_sum = Array3::<f32>::zeros((g.len(), pn, pn));
-    for k in 0..LAYERS {
-        let (z0, z1) = (k * nz / LAYERS, (k + 1) * nz / LAYERS);
-        let layer = truth.slice(s![z0..z1, .., ..]).to_owned();
-        let (lp, zc) = z_slab_projections(&projs, nz, z0, z1 - z0, PIX);
-        // line integrals, V·Å
-        let proj = forward_project_cpu(layer.view(), &lp, (pn, pn), PIX).mapv(|v| v * PIX as f32);
-        log_sum
-            .axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(i, mut acc)| {
-                // the layer's defocus: a point at height zc on the ray of a pixel is
-                // zc / (Rᵀ e_z)_z deeper towards the source than the mid-plane point
-                let mut gl = gp.clone();
-                let rt = transpose(&gl.tilts[i].rotation());
-                let off = gl.hand * zc / rt[2][2];
-                gl.tilts[i].defocus_u_a -= off;
-                gl.tilts[i].defocus_v_a -= off;
-                let mut plan = Fft2::new(pn, pn);
-                let img = proj.index_axis(Axis(0), i).to_owned();
-                let counts = sim::image::expected_counts(&img, &gl, i, &mut plan);
-                let n_e = (gl.tilts[i].dose_e_a2 * PIX * PIX) as f32;
-                acc.zip_mut_with(&counts, |a, &c| *a += -(c / n_e).ln());
-            });
-    }
+    // per layer: the line integrals (V·Å) of every tilt and the layer's height
+    let layers: Vec<(Array3<f32>, f64)> = (0..LAYERS)
+        .map(|k| {
+            let (z0, z1) = (k * nz / LAYERS, (k + 1) * nz / LAYERS);
+            let layer = truth.slice(s![z0..z1, .., ..]).to_owned();
+            let (lp, zc) = z_slab_projections(&projs, nz, z0, z1 - z0, PIX);
+            let p = forward_project_cpu(layer.view(), &lp, (pn, pn), PIX).mapv(|v| v * PIX as f32);
+            (p, zc)
+        })
+        .collect();
     let mut out = Array3::<f32>::zeros((g.len(), N, N));
-    for (i, mut o) in out.axis_iter_mut(Axis(0)).enumerate() {
-        let n_e = (g.tilts[i].dose_e_a2 * PIX * PIX) as f32;
-        o.assign(
-            &log_sum
-                .slice(s![i, pad..pad + N, pad..pad + N])
-                .mapv(|c| n_e * (-c).exp()),
-        );
-    }
+    out.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(i, mut o)| {
+            let mut plan = Fft2::new(pn, pn);
+            let tilt: Vec<(Array2<f32>, f64)> = layers
+                .iter()
+                .map(|(p, zc)| (p.index_axis(Axis(0), i).to_owned(), *zc))
+                .collect();
+            let counts = sim::image::layered_counts(&tilt, &gp, i, &mut plan);
+            o.assign(&counts.slice(s![pad..pad + N, pad..pad + N]));
+        });
     out
 }
 

@@ -41,26 +41,15 @@ print(json.dumps(res))
 #[test]
 fn run_with_motioncorr_recovers_the_simulated_drift() {
     let d = tempfile::tempdir().unwrap();
-    let cfg = d.path().join("m.toml");
-    std::fs::write(
-        &cfg,
+    let (text, out, s) = common::run_pipeline(
+        d.path(),
         "out = \"out\"\n[simulate]\npreset = \"tiny\"\nseed = 3\n[motioncorr]\n[reconstruct]\nbinnings = [1]\ndevice = \"cpu\"\n",
-    )
-    .unwrap();
-    let text = ok(
-        lamella()
-            .args(["run", cfg.to_str().unwrap()])
-            .output()
-            .unwrap(),
         "lamella run with [motioncorr]",
     );
     assert!(
         text.contains("drift err"),
         "table has motion columns:\n{text}"
     );
-    let out = d.path().join("out");
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     for series in s["series"].as_array().unwrap() {
         let name = series["name"].as_str().unwrap();
         let m = &series["motion"];
@@ -121,7 +110,7 @@ fn run_with_motioncorr_recovers_the_simulated_drift() {
     }
     let again = ok(
         lamella()
-            .args(["run", cfg.to_str().unwrap(), "--resume"])
+            .args(["run", d.path().join("c.toml").to_str().unwrap(), "--resume"])
             .output()
             .unwrap(),
         "resume",
@@ -233,6 +222,87 @@ fn motioncorr_cli_is_rank_independent_and_resumes_after_a_stop() {
     );
     assert!(t.contains("tiny_02"), "{t}");
     assert_eq!(read_stack(&part.join("tiny_02.mrc")), reference);
+
+    // a gain reference: frames divided by a known gain (stored left-right flipped) and
+    // corrected with it give the sums of the original frames
+    let movie = sim.join("tiny_02_frames/tiny_02_003.mrcs");
+    let frames = read_stack(&movie);
+    let (_, ny, nx) = frames.dim();
+    let gain = ndarray::Array2::from_shape_fn((ny, nx), |(y, x)| {
+        1.0 + 0.3 * ((x as f32 * 0.21).sin() * (y as f32 * 0.13).cos())
+    });
+    let mut divided = frames.clone();
+    for mut f in divided.outer_iter_mut() {
+        f.zip_mut_with(&gain, |v, g| *v /= g);
+    }
+    let mut stored = gain.clone();
+    stored.invert_axis(ndarray::Axis(1));
+    let stored = stored
+        .as_standard_layout()
+        .to_owned()
+        .insert_axis(ndarray::Axis(0));
+    let gdir = d.path().join("gain");
+    std::fs::create_dir_all(&gdir).unwrap();
+    let px = 10.0;
+    let kind = lamella::io::mrc::MrcKind::ImageStack;
+    lamella::io::mrc::write(&gdir.join("raw.mrcs"), divided.view(), px, kind).unwrap();
+    lamella::io::mrc::write(&gdir.join("orig.mrcs"), frames.view(), px, kind).unwrap();
+    lamella::io::mrc::write(
+        &gdir.join("gain.mrc"),
+        stored.view(),
+        px,
+        lamella::io::mrc::MrcKind::Volume,
+    )
+    .unwrap();
+    let single = |movie: &str, extra: &[&str]| {
+        let mut c = lamella();
+        c.args([
+            "motioncorr",
+            "--movie",
+            gdir.join(movie).to_str().unwrap(),
+            "--out",
+        ])
+        .arg(gdir.join(format!("out_{movie}")))
+        .args(extra);
+        ok(c.output().unwrap(), movie);
+        read_stack(&gdir.join(format!(
+            "out_{movie}/{}.mrc",
+            movie.trim_end_matches(".mrcs")
+        )))
+    };
+    let want = single("orig.mrcs", &[]);
+    let gpath = gdir.join("gain.mrc");
+    let got = single(
+        "raw.mrcs",
+        &["--gain", gpath.to_str().unwrap(), "--gain-flip", "2"],
+    );
+    let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let diff = (&got - &want).mapv(f32::abs).fold(0.0f32, |a, &b| a.max(b));
+    assert!(
+        diff < 1e-3 * scale,
+        "gain-corrected sum differs by {diff} (max {scale})"
+    );
+    let unflipped = single("raw.mrcs", &["--gain", gpath.to_str().unwrap()]);
+    let d2 = (&unflipped - &want)
+        .mapv(f32::abs)
+        .fold(0.0f32, |a, &b| a.max(b));
+    assert!(
+        d2 > 10.0 * diff.max(1e-6),
+        "the flip code must matter: {d2} vs {diff}"
+    );
+
+    // local motion: the model is fitted on a 3x3 grid and named in the record
+    let local = d.path().join("local");
+    ok(
+        motioncorr(&mdoc, &local, &["--patches", "3x3"])
+            .output()
+            .unwrap(),
+        "local",
+    );
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(local.join("tiny_02_motion.json")).unwrap())
+            .unwrap();
+    assert_eq!(rec["method"], "global+local");
 
     // a movie that is not there: exit 3, the message names the .mdoc and the tilt
     let text = std::fs::read_to_string(&mdoc).unwrap().replace(

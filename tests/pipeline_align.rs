@@ -42,26 +42,15 @@ print(json.dumps(res))
 #[test]
 fn run_with_fiducial_free_alignment_recovers_the_true_geometry() {
     let d = tempfile::tempdir().unwrap();
-    let cfg = d.path().join("a.toml");
-    std::fs::write(
-        &cfg,
+    let (text, out, s) = common::run_pipeline(
+        d.path(),
         "out = \"out\"\n[simulate]\npreset = \"tiny\"\nseed = 11\n[align]\nmethod = \"fiducial_free\"\n[reconstruct]\nbinnings = [1]\ndevice = \"cpu\"\n",
-    )
-    .unwrap();
-    let text = ok(
-        lamella()
-            .args(["run", cfg.to_str().unwrap()])
-            .output()
-            .unwrap(),
         "lamella run with [align]",
     );
     assert!(
         text.contains("shift err"),
         "table has alignment columns:\n{text}"
     );
-    let out = d.path().join("out");
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     for series in s["series"].as_array().unwrap() {
         let name = series["name"].as_str().unwrap();
         let a = &series["alignment"];

@@ -42,12 +42,34 @@ pub struct Args {
     /// B-factor of the alignment low-pass, Å².
     #[arg(long)]
     pub bfactor: Option<f64>,
+    /// Gain reference (MRC or TIFF) multiplied into every frame.
+    #[arg(long)]
+    pub gain: Option<PathBuf>,
+    /// Gain rotation: 0-3 quarter turns counter-clockwise (as MotionCor2 -RotGain, RELION --gain_rot).
+    #[arg(long, default_value_t = 0)]
+    pub gain_rot: u8,
+    /// Gain flip: 0 none, 1 upside down, 2 left-right (as MotionCor2 -FlipGain, RELION --gain_flip).
+    #[arg(long, default_value_t = 0)]
+    pub gain_flip: u8,
+    /// Local (patch) motion on a grid of X×Y patches, e.g. 5x5 (default: global only).
+    #[arg(long, value_parser = parse_patches)]
+    pub patches: Option<[usize; 2]>,
     /// Keep the tilts finished by an earlier (killed) run with the same inputs.
     #[arg(long)]
     pub resume: bool,
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// `5x5` → `[5, 5]`.
+fn parse_patches(s: &str) -> Result<[usize; 2], String> {
+    let bad = || format!("{s:?}: give the patch grid as XxY, e.g. 5x5");
+    let (x, y) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    Ok([
+        x.trim().parse().map_err(|_| bad())?,
+        y.trim().parse().map_err(|_| bad())?,
+    ])
 }
 
 /// The series name of an `.mdoc`: its file name without `.mdoc` and a `.mrc`/`.st` before it.
@@ -97,6 +119,7 @@ fn single_movie(
             voltage_kv,
         })],
         pixel_a,
+        gain: mc.load_gain()?,
     })
 }
 
@@ -109,6 +132,10 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
         dose_per_frame_e_a2: a.dose_per_frame,
         dose_weighting: !a.no_dose_weighting,
         frames_dir: a.frames_dir.clone(),
+        gain: a.gain.clone(),
+        gain_rot: a.gain_rot,
+        gain_flip: a.gain_flip,
+        local_patches: a.patches,
         ..Default::default()
     };
     if let Some(b) = a.bfactor {
@@ -239,5 +266,7 @@ mod tests {
         assert_eq!(mdoc_series_name(Path::new("/a/TS_01.mrc.mdoc")), "TS_01");
         assert_eq!(mdoc_series_name(Path::new("x.st.mdoc")), "x");
         assert_eq!(mdoc_series_name(Path::new("y.mdoc")), "y");
+        assert_eq!(parse_patches("5x7"), Ok([5, 7]));
+        assert!(parse_patches("5").is_err());
     }
 }

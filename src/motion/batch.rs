@@ -3,12 +3,40 @@
 //! ranks share out (each rank corrects its own tilts of the same series; one rank then
 //! [`assembles`](super::output::MotionFiles::assemble) the stacks).
 
+use super::gain::{apply_gain, load_gain, GainTransform};
+use super::movie::read_movie;
 use super::output::{MotionFiles, MotionRecord};
-use super::series::{correct_spectra, rename_movie, MotionParams};
+use super::series::{correct_movie_local, correct_spectra, rename_movie, MotionParams};
 use super::spectral::MovieSpectra;
 use super::sum::Exposure;
 use crate::{Error, Result};
-use std::path::PathBuf;
+use ndarray::{Array2, Array3};
+use std::path::{Path, PathBuf};
+
+/// A gain reference, oriented to the frames, with the file it came from (for errors).
+#[derive(Clone, Debug)]
+pub struct Gain {
+    /// Gain `[y, x]`, multiplied into every frame.
+    pub image: Array2<f32>,
+    /// The file, as given.
+    pub path: PathBuf,
+}
+
+impl Gain {
+    /// Read `path` and orient it with `t` ([`super::gain::load_gain`]).
+    pub fn load(path: &Path, t: GainTransform) -> Result<Gain> {
+        Ok(Gain {
+            image: load_gain(path, t)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Multiply the frames `[frame, y, x]` by the gain (size mismatch: [`Error::BadInput`]
+    /// naming the gain file).
+    pub fn apply(&self, frames: &mut Array3<f32>) -> Result<()> {
+        apply_gain(frames, self.image.view(), &self.path.display().to_string())
+    }
+}
 
 /// The movies of one tilt series, in stack order.
 #[derive(Clone, Debug)]
@@ -21,6 +49,8 @@ pub struct SeriesMovies {
     pub exposures: Vec<Option<Exposure>>,
     /// Movie pixel size, Å.
     pub pixel_a: f64,
+    /// Gain reference multiplied into every frame (`None`: frames are gain-corrected).
+    pub gain: Option<Gain>,
 }
 
 impl SeriesMovies {
@@ -30,7 +60,12 @@ impl SeriesMovies {
             name: self.name.clone(),
             pixel_a: self.pixel_a,
             input_hash: input_hash.to_string(),
-            method: "global".into(),
+            method: if params.local.is_some() {
+                "global+local"
+            } else {
+                "global"
+            }
+            .into(),
             dose_weighted: params.dose_weighting,
             movies: self
                 .movies
@@ -69,10 +104,24 @@ pub fn correct_tilts(
             )));
         }
         let path = &series.movies[i];
-        let spectra = MovieSpectra::read(path)?;
         let exposure = series.exposures.get(i).and_then(|e| e.as_ref());
-        let (sums, motion) = correct_spectra(&spectra, series.pixel_a, exposure, params)
-            .map_err(|e| rename_movie(e, &path.display().to_string()))?;
+        let named = |e| rename_movie(e, &path.display().to_string());
+        let (sums, motion) = if params.local.is_some() {
+            // local motion works on the frames themselves
+            let mut frames = read_movie(path)?;
+            if let Some(g) = &series.gain {
+                g.apply(&mut frames)?;
+            }
+            let (s, m, l) = correct_movie_local(frames.view(), series.pixel_a, exposure, params)
+                .map_err(named)?;
+            if let Some(l) = l {
+                tracing::debug!(tilt = i, fit_rms_px = l.fit_rms_px, "local motion");
+            }
+            (s, m)
+        } else {
+            let spectra = MovieSpectra::read(path, series.gain.as_ref())?;
+            correct_spectra(&spectra, series.pixel_a, exposure, params).map_err(named)?
+        };
         files.write_tilt(i, input_hash, &sums, &motion, series.pixel_a)?;
         tracing::debug!(
             tilt = i,

@@ -75,9 +75,7 @@ pub fn correct_movie(
 }
 
 /// [`correct_movie`], also returning the local motion model when `params.local` is set
-/// (its shifts are relative to the returned global trajectory, zero at frame 0). The local
-/// model needs the frames themselves (patches), so it is not available from spectra alone
-/// ([`correct_spectra`]).
+/// (its shifts are relative to the returned global trajectory, zero at frame 0).
 pub fn correct_movie_local(
     frames: ArrayView3<f32>,
     pixel_a: f64,
@@ -86,67 +84,64 @@ pub fn correct_movie_local(
 ) -> Result<(super::MovieSums, TiltMotion, Option<LocalMotion>)> {
     check_frames(frames)?;
     let spectra = MovieSpectra::new(frames);
-    let (shifts, motion) = global_motion(&spectra, pixel_a, exposure, params)?;
-    let weight = exposure.filter(|e| params.dose_weighting && e.per_frame_e_a2 > 0.0);
-    match &params.local {
-        Some(lp) => {
-            drop(spectra);
-            let local = align_local(frames, &shifts, pixel_a, lp)?;
-            let sums = sum_frames_local(frames, &shifts, &local, pixel_a, weight)?;
-            Ok((sums, motion, Some(local)))
-        }
-        None => Ok((
-            sum_spectra(&spectra, &shifts, pixel_a, weight),
-            motion,
-            None,
-        )),
-    }
+    let Some(lp) = &params.local else {
+        let (sums, motion) = correct_spectra(&spectra, pixel_a, exposure, params)?;
+        return Ok((sums, motion, None));
+    };
+    let motion = global_motion(&spectra, pixel_a, exposure, params);
+    drop(spectra);
+    let local = align_local(frames, &motion.shifts_px, pixel_a, lp)?;
+    let weight = dose_weights(exposure, params);
+    let sums = sum_frames_local(frames, &motion.shifts_px, &local, pixel_a, weight)?;
+    Ok((sums, motion, Some(local)))
 }
 
-/// [`correct_movie`] on a movie already transformed (the spectra serve the alignment and the
-/// sums). Errors: fewer than 2 frames or frames smaller than 16² ([`Error::BadInput`]); local
-/// motion asked for (`params.local`: it needs the frames, use [`correct_movie_local`]).
+/// [`correct_movie`] with global motion only, on a movie already transformed (the spectra
+/// serve the alignment and the sums; `params.local` is not used here: local motion needs the
+/// frames, see [`correct_movie_local`]). Errors: fewer than 2 frames or frames smaller than
+/// 16² ([`Error::BadInput`]).
 pub fn correct_spectra(
     spectra: &MovieSpectra,
     pixel_a: f64,
     exposure: Option<&Exposure>,
     params: &MotionParams,
 ) -> Result<(super::MovieSums, TiltMotion)> {
-    if params.local.is_some() {
-        return Err(Error::Config(
-            "local motion needs the movie frames, not only their spectra: call \
-             motion::correct_movie_local (or read the movie with read_movie)"
-                .into(),
-        ));
-    }
-    let (shifts, motion) = global_motion(spectra, pixel_a, exposure, params)?;
-    let weight = exposure.filter(|e| params.dose_weighting && e.per_frame_e_a2 > 0.0);
-    Ok((sum_spectra(spectra, &shifts, pixel_a, weight), motion))
+    let (ny, nx) = spectra.shape;
+    check_shape((spectra.frames.len(), ny, nx))?;
+    let motion = global_motion(spectra, pixel_a, exposure, params);
+    let sums = sum_spectra(
+        spectra,
+        &motion.shifts_px,
+        pixel_a,
+        dose_weights(exposure, params),
+    );
+    Ok((sums, motion))
 }
 
-/// The global, frame-0-anchored motion of a transformed movie: the shifts and the record.
+/// The exposure used for the sums: `exposure` when dose weighting is on and it has a dose.
+fn dose_weights<'a>(exposure: Option<&'a Exposure>, params: &MotionParams) -> Option<&'a Exposure> {
+    exposure.filter(|e| params.dose_weighting && e.per_frame_e_a2 > 0.0)
+}
+
+/// The global alignment of `spectra`, anchored at frame 0, with the exposure recorded.
 fn global_motion(
     spectra: &MovieSpectra,
     pixel_a: f64,
     exposure: Option<&Exposure>,
     params: &MotionParams,
-) -> Result<(Vec<[f64; 2]>, TiltMotion)> {
-    let (ny, nx) = spectra.shape;
-    check_shape((spectra.frames.len(), ny, nx))?;
+) -> TiltMotion {
     let g = align_spectra(spectra, pixel_a, &params.global);
     let s0 = g.shifts_px[0];
-    let shifts: Vec<[f64; 2]> = g
-        .shifts_px
-        .iter()
-        .map(|s| [s[0] - s0[0], s[1] - s0[1]])
-        .collect();
-    let motion = TiltMotion {
-        shifts_px: shifts.clone(),
+    TiltMotion {
+        shifts_px: g
+            .shifts_px
+            .iter()
+            .map(|s| [s[0] - s0[0], s[1] - s0[1]])
+            .collect(),
         iterations: g.iterations,
         pre_exposure_e_a2: exposure.map_or(0.0, |e| e.pre_exposure_e_a2),
         per_frame_e_a2: exposure.map_or(0.0, |e| e.per_frame_e_a2),
-    };
-    Ok((shifts, motion))
+    }
 }
 
 /// Motion-correct `n_tilts` movies, loaded one at a time by `load(i)` (stack order), at

@@ -74,10 +74,14 @@ impl MovieSpectra {
         Ok(s)
     }
 
-    /// Read and transform the movie at `path`: MRC movies (`.mrcs`, `.mrc`, `.st`) a few
+    /// Read and transform the movie at `path`, each frame multiplied by `gain` (oriented,
+    /// `[y, x]`, see [`super::gain`]) when given: MRC movies (`.mrcs`, `.mrc`, `.st`) a few
     /// frames at a time ([`Self::from_chunks`]), other formats read whole
     /// ([`super::movie::read_movie`]). Errors name the file.
-    pub fn read(path: &std::path::Path) -> crate::Result<MovieSpectra> {
+    pub fn read(
+        path: &std::path::Path,
+        gain: Option<&super::batch::Gain>,
+    ) -> crate::Result<MovieSpectra> {
         let named = |e| super::series::rename_movie(e, &path.display().to_string());
         let ext = path
             .extension()
@@ -88,11 +92,18 @@ impl MovieSpectra {
             super::global::check_shape((h.nz, h.ny, h.nx)).map_err(named)?;
             let chunk = rayon::current_num_threads().max(2);
             return Self::from_chunks(h.nz, (h.ny, h.nx), chunk, |z0, z1| {
-                crate::io::mrc::read_sections(path, z0, z1)
+                let mut c = crate::io::mrc::read_sections(path, z0, z1)?;
+                if let Some(g) = gain {
+                    g.apply(&mut c)?;
+                }
+                Ok(c)
             })
             .map_err(named);
         }
-        let frames = super::movie::read_movie(path)?;
+        let mut frames = super::movie::read_movie(path)?;
+        if let Some(g) = gain {
+            g.apply(&mut frames)?;
+        }
         super::global::check_frames(frames.view()).map_err(named)?;
         Ok(Self::new(frames.view()))
     }
@@ -245,7 +256,7 @@ mod tests {
         });
         crate::io::mrc::write(&p, frames.view(), 1.0, crate::io::mrc::MrcKind::ImageStack).unwrap();
         let whole = MovieSpectra::new(frames.view());
-        let read = MovieSpectra::read(&p).unwrap();
+        let read = MovieSpectra::read(&p, None).unwrap();
         assert_eq!(read.shape, (32, 24));
         assert_eq!(read.frames, whole.frames);
         let chunks = MovieSpectra::from_chunks(5, (32, 24), 2, |a, b| {

@@ -283,8 +283,10 @@ impl Config {
         if let Some(p) = self.shared_data.as_mut() {
             fix(p);
         }
-        if let Some(p) = self.motioncorr.as_mut().and_then(|m| m.frames_dir.as_mut()) {
-            fix(p);
+        if let Some(m) = self.motioncorr.as_mut() {
+            for p in [&mut m.frames_dir, &mut m.gain].into_iter().flatten() {
+                fix(p);
+            }
         }
         for s in &mut self.input {
             fix(&mut s.stack);

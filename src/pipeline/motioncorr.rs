@@ -14,7 +14,9 @@ use super::summary::MotionSummary;
 use crate::io::container::{input_hash, FrameShiftRow, MotionTable};
 use crate::io::mdoc::Mdoc;
 use crate::io::mrc;
-use crate::motion::batch::{correct_tilts, SeriesMovies};
+use crate::motion::batch::{correct_tilts, Gain, SeriesMovies};
+use crate::motion::gain::GainTransform;
+use crate::motion::local::LocalParams;
 use crate::motion::movie::locate_movies;
 use crate::motion::output::{MotionFiles, MotionRecord};
 use crate::motion::{rms_trajectory_error, Exposure, GlobalParams, MotionParams};
@@ -40,12 +42,29 @@ pub struct MotionCorrConfig {
     /// Folder holding the movies when `SubFramePath` does not point at them.
     #[serde(default)]
     pub frames_dir: Option<PathBuf>,
+    /// Gain reference (MRC or TIFF) multiplied into every frame.
+    #[serde(default)]
+    pub gain: Option<PathBuf>,
+    /// Gain rotation code (MotionCor2 `-RotGain` / RELION `--gain_rot`: 0–3 quarter turns).
+    #[serde(default)]
+    pub gain_rot: u8,
+    /// Gain flip code (MotionCor2 `-FlipGain` / RELION `--gain_flip`: 0 none, 1 upside down,
+    /// 2 left-right).
+    #[serde(default)]
+    pub gain_flip: u8,
+    /// Patch grid `[x, y]` of the local (beam-induced) motion model on top of the global
+    /// alignment; absent = global only.
+    #[serde(default)]
+    pub local_patches: Option<[usize; 2]>,
     /// Simulated runs: movie frames per tilt.
     #[serde(default = "default_sim_frames")]
     pub sim_frames_per_tilt: usize,
     /// Simulated runs: drift per frame, pixels.
     #[serde(default = "default_sim_drift")]
     pub sim_drift_px_per_frame: f64,
+    /// Simulated runs: smooth local deformation at the last frame, pixels (0 = none).
+    #[serde(default)]
+    pub sim_local_motion_px: f64,
 }
 
 impl Default for MotionCorrConfig {
@@ -55,8 +74,13 @@ impl Default for MotionCorrConfig {
             dose_weighting: true,
             bfactor_a2: default_bfactor(),
             frames_dir: None,
+            gain: None,
+            gain_rot: 0,
+            gain_flip: 0,
+            local_patches: None,
             sim_frames_per_tilt: default_sim_frames(),
             sim_drift_px_per_frame: default_sim_drift(),
+            sim_local_motion_px: 0.0,
         }
     }
 }
@@ -80,6 +104,7 @@ impl MotionCorrConfig {
     pub fn apply_to_sim(&self, p: &mut SeriesParams) {
         p.frames_per_tilt = self.sim_frames_per_tilt;
         p.drift_a_per_frame = self.sim_drift_px_per_frame * p.pixel_a;
+        p.local_motion_a = self.sim_local_motion_px * p.pixel_a;
     }
 
     /// Check the values; errors name the config file and the key.
@@ -99,6 +124,25 @@ impl MotionCorrConfig {
                 self.sim_frames_per_tilt
             ));
         }
+        if self.gain_rot > 3 || self.gain_flip > 2 {
+            return err(format!(
+                "gain_rot = {}, gain_flip = {}: rotation 0-3 (quarter turns), flip 0-2",
+                self.gain_rot, self.gain_flip
+            ));
+        }
+        if let Some([px, py]) = self.local_patches {
+            if px < 2 || py < 2 || px > 20 || py > 20 {
+                return err(format!(
+                    "local_patches = [{px}, {py}]: give 2 to 20 patches per axis (e.g. [5, 5])"
+                ));
+            }
+        }
+        if !(self.sim_local_motion_px.is_finite() && self.sim_local_motion_px >= 0.0) {
+            return err(format!(
+                "sim_local_motion_px = {}: must be ≥ 0 pixels",
+                self.sim_local_motion_px
+            ));
+        }
         if !(self.sim_drift_px_per_frame.is_finite() && self.sim_drift_px_per_frame >= 0.0) {
             return err(format!(
                 "sim_drift_px_per_frame = {}: must be ≥ 0 pixels",
@@ -116,8 +160,27 @@ impl MotionCorrConfig {
                 ..Default::default()
             },
             dose_weighting: self.dose_weighting,
-            local: None,
+            local: self.local_patches.map(|patches| LocalParams {
+                patches,
+                ..Default::default()
+            }),
         }
+    }
+
+    /// The gain reference, oriented, when one is set.
+    pub fn load_gain(&self) -> Result<Option<Gain>> {
+        self.gain
+            .as_deref()
+            .map(|p| {
+                Gain::load(
+                    p,
+                    GainTransform {
+                        rotate: self.gain_rot,
+                        flip: self.gain_flip,
+                    },
+                )
+            })
+            .transpose()
     }
 }
 
@@ -193,6 +256,7 @@ pub fn series_movies(
         movies,
         exposures,
         pixel_a,
+        gain: mc.load_gain()?,
     })
 }
 

@@ -38,6 +38,53 @@ pub fn expected_counts(
     i: usize,
     plan: &mut Fft2,
 ) -> Array2<f32> {
+    counts_from_contrast(weak_phase_contrast(proj, geom, i, plan, 0.0), geom, i)
+}
+
+/// Expected counts of tilt `i` of a specimen cut into depth layers: `layers` holds per layer
+/// its projected excess potential (V·Å, `[y, x]`) and the height `z_a` (Å, specimen frame,
+/// +z towards the source for `hand = +1`) of its centre. Each layer is imaged with the
+/// defocus at its height — a point at height `z` on a pixel's ray is `hand·z / (Rᵀe_z)_z`
+/// closer to the source than the mid-plane point — and the contrasts of the layers add
+/// (`I = N·exp(−Σ_k c_k)`), so a thick specimen shows the depth dependence of the CTF that
+/// 3D CTF correction undoes. One layer at `z = 0` is exactly [`expected_counts`].
+pub fn layered_counts(
+    layers: &[(Array2<f32>, f64)],
+    geom: &TiltSeriesGeometry,
+    i: usize,
+    plan: &mut Fft2,
+) -> Array2<f32> {
+    let cos_beam = transpose(&geom.tilts[i].rotation())[2][2];
+    let mut total = Array2::<f32>::zeros((geom.ny, geom.nx));
+    for (proj, z) in layers {
+        let closer = geom.hand * z / cos_beam;
+        total += &weak_phase_contrast(proj, geom, i, plan, -closer);
+    }
+    counts_from_contrast(total, geom, i)
+}
+
+/// `dose·px²·exp(−contrast)` of tilt `i`: equal to the weak-phase `N·(1 − c)` to first
+/// order, and positive where the linear model breaks down (gold beads: φ ≈ 1.7 rad).
+fn counts_from_contrast(
+    mut contrast: Array2<f32>,
+    geom: &TiltSeriesGeometry,
+    i: usize,
+) -> Array2<f32> {
+    let px = geom.pixel_a;
+    let n_e = (geom.tilts[i].dose_e_a2 * px * px) as f32;
+    contrast.mapv_inplace(|c| n_e * (-c).exp());
+    contrast
+}
+
+/// The weak-phase contrast `2σ·(CTF·dose filter) ⊗ P` of tilt `i` (module docs) with every
+/// defocus increased by `extra_defocus_a` Å.
+fn weak_phase_contrast(
+    proj: &Array2<f32>,
+    geom: &TiltSeriesGeometry,
+    i: usize,
+    plan: &mut Fft2,
+    extra_defocus_a: f64,
+) -> Array2<f32> {
     let t = &geom.tilts[i];
     let (ny, nx) = (geom.ny, geom.nx);
     let px = geom.pixel_a;
@@ -76,8 +123,8 @@ pub fn expected_counts(
             voltage_kv: o.voltage_kv,
             cs_mm: o.cs_mm,
             amplitude_contrast: o.amplitude_contrast,
-            defocus_u_a: t.defocus_u_a + d,
-            defocus_v_a: t.defocus_v_a + d,
+            defocus_u_a: t.defocus_u_a + d + extra_defocus_a,
+            defocus_v_a: t.defocus_v_a + d + extra_defocus_a,
             astig_angle_deg: t.astig_angle_deg,
             phase_shift_deg: 0.0,
         };
@@ -98,10 +145,6 @@ pub fn expected_counts(
             }
         }
     }
-    // I = N·exp(−c): equal to the weak-phase N·(1 − c) to first order, and positive where
-    // the linear model breaks down (gold beads: φ ≈ 1.7 rad)
-    let n_e = (t.dose_e_a2 * px * px) as f32;
-    contrast.mapv_inplace(|c| n_e * (-c).exp());
     contrast
 }
 

@@ -153,3 +153,22 @@ pub fn mpirun(n: usize) -> Option<Command> {
         .arg(env!("CARGO_BIN_EXE_lamella"));
     Some(c)
 }
+
+/// Write `config` (its `out` must be `"out"`) as `dir/c.toml`, run `lamella run` on it
+/// (asserting success, `what` names it in the failure) and return its stdout, the output
+/// directory and the parsed `summary.json`.
+pub fn run_pipeline(dir: &Path, config: &str, what: &str) -> (String, PathBuf, serde_json::Value) {
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let text = ok(
+        lamella()
+            .args(["run", cfg.to_str().unwrap()])
+            .output()
+            .unwrap(),
+        what,
+    );
+    let out = dir.join("out");
+    let summary =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    (text, out, summary)
+}

@@ -259,6 +259,10 @@ mod tests {
         let read = MovieSpectra::read(&p, None).unwrap();
         assert_eq!(read.shape, (32, 24));
         assert_eq!(read.frames, whole.frames);
+        // TIFF movies go through read_movie, not the MRC reader
+        let t = d.path().join("m.tif");
+        crate::motion::tif::tests::write_u16(&t, &frames, true);
+        assert_eq!(MovieSpectra::read(&t, None).unwrap().frames, whole.frames);
         let chunks = MovieSpectra::from_chunks(5, (32, 24), 2, |a, b| {
             Ok(frames.slice(ndarray::s![a..b, .., ..]).to_owned())
         })

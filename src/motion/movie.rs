@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 pub const MOVIE_EXTENSIONS: [&str; 5] = ["mrcs", "mrc", "st", "tif", "tiff"];
 
 /// The MRC extensions among [`MOVIE_EXTENSIONS`].
-const MRC_EXTENSIONS: [&str; 3] = ["mrcs", "mrc", "st"];
+pub const MRC_EXTENSIONS: [&str; 3] = ["mrcs", "mrc", "st"];
 
 /// Read one movie `[frame, y, x]` (counts, `f32`): MRC for `.mrcs`/`.mrc`/`.st`, TIFF (one
 /// frame per page) for `.tif`/`.tiff`. Errors name the file: unknown extension, unreadable

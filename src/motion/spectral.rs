@@ -87,7 +87,7 @@ impl MovieSpectra {
             .extension()
             .map(|e| e.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
-        if super::movie::MOVIE_EXTENSIONS.contains(&ext.as_str()) {
+        if super::movie::MRC_EXTENSIONS.contains(&ext.as_str()) {
             let h = crate::io::mrc::read_header(path)?;
             super::global::check_shape((h.nz, h.ny, h.nx)).map_err(named)?;
             let chunk = rayon::current_num_threads().max(2);
@@ -259,6 +259,10 @@ mod tests {
         let read = MovieSpectra::read(&p, None).unwrap();
         assert_eq!(read.shape, (32, 24));
         assert_eq!(read.frames, whole.frames);
+        // TIFF movies go through read_movie, not the MRC reader
+        let t = d.path().join("m.tif");
+        crate::motion::tif::tests::write_u16(&t, &frames, true);
+        assert_eq!(MovieSpectra::read(&t, None).unwrap().frames, whole.frames);
         let chunks = MovieSpectra::from_chunks(5, (32, 24), 2, |a, b| {
             Ok(frames.slice(ndarray::s![a..b, .., ..]).to_owned())
         })

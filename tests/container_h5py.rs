@@ -70,6 +70,7 @@ fn record(name: &str) -> SeriesRecord {
         truth_correlation: Some(0.625),
         rank: 1,
         alignment: Some(alignment(&geometry_copy)),
+        ctf: None,
     }
 }
 

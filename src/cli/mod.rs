@@ -49,6 +49,7 @@ impl SeriesArgs {
             pixel_a: self.pixel,
             axis_deg: self.axis,
             truth,
+            defocus: None,
         }
     }
 }

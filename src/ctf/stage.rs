@@ -77,7 +77,10 @@ impl CtfConfig {
     /// Check the settings; errors ([`Error::Config`]) name `ctf.<field>` in `path`.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |field: &str, msg: String| {
-            Err(Error::Config(format!("{}: ctf.{field}: {msg}", path.display())))
+            Err(Error::Config(format!(
+                "{}: ctf.{field}: {msg}",
+                path.display()
+            )))
         };
         let pos = |v: f64| v.is_finite() && v > 0.0;
         if !pos(self.defocus_min_a) || !(self.defocus_max_a > self.defocus_min_a) {
@@ -473,7 +476,7 @@ fn write_fit_pictures(
         .collect();
     let mut c = Chart::new(
         &format!(
-            "{name}: tilt {:.0} deg, defocus {:.2} um, fit to {:.1} A",
+            "{name} tilt {:.0}: {:.2} um, fit {:.0} A",
             geom.tilts[i].tilt_deg,
             mean * 1e-4,
             f.fit_resolution_a
@@ -495,7 +498,10 @@ fn write_fit_pictures(
     });
     write_chart_png(&files.radial_png, &c)?;
     let img = half_half(&data, f, s, (r_lo, r_hi));
-    crate::report::write_png(&files.spectrum_png, img.view(), (1.0, 99.0))
+    // nearest-neighbour enlargement to ≥ 256 pixels, so small tiles stay readable
+    let k = 256usize.div_ceil(tile).max(1);
+    let big = Array2::from_shape_fn((tile * k, tile * k), |(r, c)| img[[r / k, c / k]]);
+    crate::report::write_png(&files.spectrum_png, big.view(), (1.0, 99.0))
 }
 
 /// A centred `tile × tile` picture `[ky, kx]` (DC at `tile/2`): for `kx < 0` the data of the
@@ -569,7 +575,11 @@ mod tests {
             resolution_low_a: 4.0,
             ..Default::default()
         };
-        assert!(bad.validate(p).unwrap_err().to_string().contains("ctf.resolution_low_a"));
+        assert!(bad
+            .validate(p)
+            .unwrap_err()
+            .to_string()
+            .contains("ctf.resolution_low_a"));
         assert!(CtfConfig::default().validate(p).is_ok());
     }
 
@@ -589,7 +599,11 @@ mod tests {
             fit_resolution_a: 8.0,
         };
         let e = truth_error(
-            &[fit(10.0, -40.0, 12.0), fit(1.0, 0.0, 178.0), fit(302.0, 5.0, 10.0)],
+            &[
+                fit(10.0, -40.0, 12.0),
+                fit(1.0, 0.0, 178.0),
+                fit(302.0, 5.0, 10.0),
+            ],
             &t,
         );
         assert_eq!(e.defocus_error_a, vec![40.0, 0.0, 300.0]);

@@ -264,8 +264,8 @@ pub fn read_defocus(path: &Path, n_views: usize) -> Result<Vec<DefocusRow>> {
     };
     let astig = flags & 1 != 0;
     let radians = flags & 2 != 0;
-    let ncol = 5 + if astig { 2 } else { 0 } + usize::from(flags & 4 != 0)
-        + usize::from(flags & 32 != 0);
+    let ncol =
+        5 + if astig { 2 } else { 0 } + usize::from(flags & 4 != 0) + usize::from(flags & 32 != 0);
     let mut out: Vec<Option<DefocusRow>> = vec![None; n_views];
     for (k, (ln, toks)) in data.iter().enumerate() {
         // version 2: the first data line carries the version number as a 6th value

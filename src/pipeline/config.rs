@@ -320,9 +320,15 @@ impl Config {
         }
         for s in &mut self.input {
             fix(&mut s.stack);
-            for p in [&mut s.tlt, &mut s.xf, &mut s.mdoc, &mut s.truth, &mut s.defocus]
-                .into_iter()
-                .flatten()
+            for p in [
+                &mut s.tlt,
+                &mut s.xf,
+                &mut s.mdoc,
+                &mut s.truth,
+                &mut s.defocus,
+            ]
+            .into_iter()
+            .flatten()
             {
                 fix(p);
             }

@@ -588,7 +588,10 @@ fn ctf_series(
             hand = out.table.hand,
             true_hand = e.true_hand,
             "CTF fit vs truth; per tilt |error| Å: {:?}",
-            e.defocus_error_a.iter().map(|v| v.round()).collect::<Vec<_>>()
+            e.defocus_error_a
+                .iter()
+                .map(|v| v.round())
+                .collect::<Vec<_>>()
         ),
         None => tracing::info!(
             hand = out.table.hand,

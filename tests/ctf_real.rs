@@ -29,10 +29,7 @@ fn defocus_of_real_empiar_10076_particles_against_the_published_values() {
     let mut errs = Vec::new();
     for (i, img) in stack.outer_iter().enumerate() {
         let f = estimate(img, &s).unwrap();
-        let (mf, mp) = (
-            0.5 * (f.defocus_u_a + f.defocus_v_a),
-            0.5 * (us[i] + vs[i]),
-        );
+        let (mf, mp) = (0.5 * (f.defocus_u_a + f.defocus_v_a), 0.5 * (us[i] + vs[i]));
         eprintln!(
             "particle {}: fit U {:.0} V {:.0} {:.1}° (score {:.3}, to {:.1} Å); published U {:.0} V {:.0}; mean diff {:+.0} Å",
             i + 1, f.defocus_u_a, f.defocus_v_a, f.astig_angle_deg, f.score, f.fit_resolution_a,
@@ -48,5 +45,8 @@ fn defocus_of_real_empiar_10076_particles_against_the_published_values() {
     // defocus (fitted lower by 700–1000 Å), the other 4 locked onto a wrong ring order
     // (−8500 to +21000 Å); scores 0.06–0.07. One 320² box (4 × 4 tiles of 128) is too
     // little ring signal for a reliable per-image fit. The bound guards the 3 good ones.
-    assert!(close >= 3, "only {close} of 7 within 1500 Å (median {med:.0} Å)");
+    assert!(
+        close >= 3,
+        "only {close} of 7 within 1500 Å (median {med:.0} Å)"
+    );
 }

@@ -83,7 +83,7 @@ impl CtfConfig {
             )))
         };
         let pos = |v: f64| v.is_finite() && v > 0.0;
-        if !pos(self.defocus_min_a) || !(self.defocus_max_a > self.defocus_min_a) {
+        if !pos(self.defocus_min_a) || !pos(self.defocus_max_a - self.defocus_min_a) {
             return bad(
                 "defocus_min_a",
                 format!(
@@ -98,7 +98,7 @@ impl CtfConfig {
                 format!("{}: must be ≥ 0 Å", self.max_astigmatism_a),
             );
         }
-        if !pos(self.resolution_high_a) || !(self.resolution_low_a > self.resolution_high_a) {
+        if !pos(self.resolution_high_a) || !pos(self.resolution_low_a - self.resolution_high_a) {
             return bad(
                 "resolution_low_a",
                 format!(

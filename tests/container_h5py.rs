@@ -71,6 +71,7 @@ fn record(name: &str) -> SeriesRecord {
         rank: 1,
         alignment: Some(alignment(&geometry_copy)),
         motion: None,
+        ctf: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! request and calls the library; no algorithm code here.
 
 pub mod align;
+pub mod ctf;
 pub mod info;
 pub mod logging;
 pub mod motioncorr;
@@ -50,6 +51,7 @@ impl SeriesArgs {
             pixel_a: self.pixel,
             axis_deg: self.axis,
             truth,
+            defocus: None,
         }
     }
 }
@@ -97,6 +99,9 @@ pub enum Command {
     Motioncorr(motioncorr::Args),
     /// Align a tilt series (fiducial-free or gold beads): IMOD .xf/.tlt, preali stack, residual charts.
     Align(align::Args),
+    /// Estimate the CTF (defocus U/V, astigmatism) of every tilt, tilt-aware: IMOD .defocus,
+    /// RELION-5 STAR, fit pictures.
+    Ctf(ctf::Args),
     /// Reconstruct a tomogram from an MRC stack and IMOD .tlt (+ .xf) by WBP or SIRT, at several
     /// binnings, in slabs when needed.
     Reconstruct(reconstruct::Args),
@@ -112,6 +117,7 @@ pub fn dispatch(cli: &Cli, comm: &dyn Comm) -> anyhow::Result<i32> {
         Command::Simulate(a) => simulate::run(a, comm),
         Command::Motioncorr(a) => motioncorr::run(a, comm),
         Command::Align(a) => align::run(a, comm),
+        Command::Ctf(a) => ctf::run(a, comm),
         Command::Reconstruct(a) => reconstruct::run(a, comm),
         Command::Run(a) => run::run(a, comm),
         Command::Info(a) => info::run(a, comm),

@@ -4,6 +4,7 @@ pub mod correct;
 pub mod estimate;
 pub mod model;
 pub mod periodogram;
+pub mod stage;
 pub mod tilted;
 
 pub use estimate::{estimate, estimate_from_spectrum, CtfFit, CtfSearch};

@@ -94,6 +94,9 @@ pub struct SeriesRecord {
     pub alignment: Option<AlignReport>,
     /// Per-frame motion of the movies (`motion/frames`), when a motion correction ran.
     pub motion: Option<MotionTable>,
+    /// The CTF fit, when a CTF stage ran: written as the `ctf` table with attributes `hand`,
+    /// `hand_evidence`, `hand_tilts`.
+    pub ctf: Option<crate::ctf::stage::CtfTable>,
 }
 
 /// The per-frame shifts of a motion-corrected series (`/tilt_series/<name>/motion`).
@@ -123,6 +126,20 @@ pub struct FrameShiftRow {
     pub pre_exposure_e_a2: f64,
     /// Exposure of this frame, e/Å².
     pub dose_e_a2: f64,
+}
+
+/// One row of `/tilt_series/<name>/ctf` (stack order).
+#[derive(H5Type, Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+struct CtfH5Row {
+    index: u32,
+    tilt_deg: f64,
+    defocus_u_a: f64,
+    defocus_v_a: f64,
+    astig_angle_deg: f64,
+    score: f64,
+    fit_resolution_a: f64,
+    refitted: u8,
 }
 
 /// One row of `/tilt_series/<name>/alignment/residuals` (stack order).
@@ -359,6 +376,9 @@ pub fn write_series_file(path: &Path, rec: &SeriesRecord) -> Result<()> {
             .map_err(h5err(path, &format!("creating group {gpath}")))?;
         write_series_attrs(path, &g, &gpath, rec)?;
         write_tilt_table(path, &g, &gpath, rec)?;
+        if let Some(c) = &rec.ctf {
+            write_ctf_table(path, &g, &gpath, c)?;
+        }
         for t in &rec.tomograms {
             write_tomogram(path, &g, &gpath, t)?;
         }
@@ -497,6 +517,77 @@ fn write_alignment(path: &Path, g: &Group, gpath: &str, r: &AlignReport) -> Resu
         .create("beads")
         .map(|_| ())
         .map_err(h5err(path, &format!("writing {gpath}/beads")))
+}
+
+/// The `ctf` table and its handedness attributes (see `docs/container.md`).
+fn write_ctf_table(
+    path: &Path,
+    g: &Group,
+    gpath: &str,
+    c: &crate::ctf::stage::CtfTable,
+) -> Result<()> {
+    let rows: Vec<CtfH5Row> = c
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| CtfH5Row {
+            index: i as u32,
+            tilt_deg: r.tilt_deg,
+            defocus_u_a: r.defocus_u_a,
+            defocus_v_a: r.defocus_v_a,
+            astig_angle_deg: r.astig_angle_deg,
+            score: r.score,
+            fit_resolution_a: r.fit_resolution_a,
+            refitted: u8::from(r.refitted),
+        })
+        .collect();
+    let full = format!("{gpath}/ctf");
+    let ds = g
+        .new_dataset_builder()
+        .with_data(&Array1::from(rows))
+        .create("ctf")
+        .map_err(h5err(path, &format!("writing {full}")))?;
+    let a = AttrWriter {
+        path,
+        loc: &ds,
+        obj: &full,
+    };
+    a.f64("hand", c.hand)?;
+    a.f64("hand_evidence", c.hand_evidence)?;
+    a.u64("hand_tilts", c.hand_tilts)
+}
+
+/// The CTF table of series `name` in `path` (series file or master), `None` when the series
+/// has none.
+pub fn read_series_ctf(path: &Path, name: &str) -> Result<Option<crate::ctf::stage::CtfTable>> {
+    let file = open_file(path)?;
+    let dpath = format!("{}/ctf", series_group(name));
+    if !link_exists(&file, &dpath) {
+        return Ok(None);
+    }
+    let ds = file
+        .dataset(&dpath)
+        .map_err(h5err(path, &format!("opening {dpath}")))?;
+    let rows: Vec<CtfH5Row> = ds
+        .read_raw::<CtfH5Row>()
+        .map_err(h5err(path, &format!("reading {dpath}")))?;
+    Ok(Some(crate::ctf::stage::CtfTable {
+        rows: rows
+            .iter()
+            .map(|r| crate::ctf::stage::CtfRow {
+                tilt_deg: r.tilt_deg,
+                defocus_u_a: r.defocus_u_a,
+                defocus_v_a: r.defocus_v_a,
+                astig_angle_deg: r.astig_angle_deg,
+                score: r.score,
+                fit_resolution_a: r.fit_resolution_a,
+                refitted: r.refitted != 0,
+            })
+            .collect(),
+        hand: read_attr::<f64>(path, &ds, &dpath, "hand")?,
+        hand_evidence: read_attr::<f64>(path, &ds, &dpath, "hand_evidence")?,
+        hand_tilts: read_attr::<u64>(path, &ds, &dpath, "hand_tilts")? as usize,
+    }))
 }
 
 /// Chunk shape of a tomogram dataset: one z-slice, at most 512 × 512 in y and x (≤ 1 MiB).
@@ -824,6 +915,22 @@ mod tests {
             rank: 2,
             alignment: None,
             motion: None,
+            ctf: Some(crate::ctf::stage::CtfTable {
+                rows: (0..5)
+                    .map(|i| crate::ctf::stage::CtfRow {
+                        tilt_deg: angles[i],
+                        defocus_u_a: 30000.0 + 10.0 * i as f64,
+                        defocus_v_a: 29500.0,
+                        astig_angle_deg: 5.0 * i as f64,
+                        score: 0.25,
+                        fit_resolution_a: 7.5,
+                        refitted: i == 3,
+                    })
+                    .collect(),
+                hand: -1.0,
+                hand_evidence: -0.125,
+                hand_tilts: 2,
+            }),
         }
     }
 
@@ -856,6 +963,7 @@ mod tests {
         }
         let s = read_series_stage(&p, "a", "reconstruct").unwrap().unwrap();
         assert_eq!(s, rec.stages[0]);
+        assert_eq!(read_series_ctf(&p, "a").unwrap(), rec.ctf);
         // incomplete stage, missing stage, missing series, missing file
         assert_eq!(read_series_stage(&p, "a", "denoise").unwrap(), None);
         assert_eq!(read_series_stage(&p, "a", "ctf").unwrap(), None);

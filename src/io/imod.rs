@@ -1,4 +1,5 @@
-//! IMOD text files: tilt angles (`.tlt`, `.rawtlt`) and 2D linear transforms (`.xf`).
+//! IMOD text files: tilt angles (`.tlt`, `.rawtlt`), 2D linear transforms (`.xf`) and
+//! ctfplotter/ctfphaseflip defocus files (`.defocus`, see [`write_defocus`]).
 //!
 //! `.xf` convention (IMOD): each row `A11 A12 A21 A22 DX DY` maps a raw-image pixel to the
 //! aligned image as `x' = A·(x − c) + c + d`, with `c` the image centre, pixels. IMOD's aligned
@@ -194,6 +195,144 @@ pub fn write_xf(path: &Path, rows: &[XfRow]) -> Result<()> {
     write_bytes_atomic(path, s.as_bytes())
 }
 
+/// One view of an IMOD `.defocus` file (ctfplotter / ctfphaseflip). Defocus in Å (the file
+/// holds nm), underfocus positive; `defocus_u_a` is IMOD's "defocus 1", along the angle
+/// `astig_angle_deg` (degrees from +x), `defocus_v_a` its "defocus 2".
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DefocusRow {
+    /// Tilt angle of the view, degrees.
+    pub tilt_deg: f64,
+    /// Defocus 1 (along the astigmatism angle), Å.
+    pub defocus_u_a: f64,
+    /// Defocus 2, Å (= `defocus_u_a` without astigmatism).
+    pub defocus_v_a: f64,
+    /// Angle of defocus 1 from +x, degrees (0 without astigmatism).
+    pub astig_angle_deg: f64,
+}
+
+/// Write a ctfplotter-style `.defocus` file, version 3 with astigmatism, atomically: a first
+/// line `1 0 0.0 0.0 0.0 3` (flags = 1: astigmatism, angle in degrees; version 3), then one
+/// line per view (stack order, views 1-based) `view view tilt tilt defocus1_nm defocus2_nm
+/// angle_deg`. ctfphaseflip, novaCTF and IMOD's tilt read this.
+pub fn write_defocus(path: &Path, rows: &[DefocusRow]) -> Result<()> {
+    let mut s = String::from("1  0  0.0  0.0  0.0  3\n");
+    for (i, r) in rows.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "{v}  {v}  {t:.2}  {t:.2}  {:.2}  {:.2}  {:.2}",
+            r.defocus_u_a / 10.0,
+            r.defocus_v_a / 10.0,
+            r.astig_angle_deg,
+            v = i + 1,
+            t = r.tilt_deg,
+        );
+    }
+    write_bytes_atomic(path, s.as_bytes())
+}
+
+/// Read an IMOD `.defocus` file into one row per view of a stack of `n_views` images.
+///
+/// Accepted: version 2 (no astigmatism: `start end tilt1 tilt2 defocus_nm`, the first line
+/// carrying a 6th value, the version 2) and version 3 (a first line `flags 0 0. 0. 0 3`;
+/// flags 1 = astigmatism `defocus1 defocus2 angle`, 2 = angle in radians, 4 = a phase-shift
+/// column, 8 = phase in radians, 16 = inverted tilt angles, 32 = a cut-on column; the phase
+/// shift and cut-on are read and ignored). A line covering views `start..=end` (1-based)
+/// gives every view in the range its values. Errors name the file, line and field: a view
+/// outside `1..=n_views`, or a view no line covers.
+pub fn read_defocus(path: &Path, n_views: usize) -> Result<Vec<DefocusRow>> {
+    let text = read_text(path)?;
+    let lines: Vec<(usize, Vec<&str>)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.split_whitespace().collect::<Vec<_>>()))
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
+    let Some((_, first)) = lines.first() else {
+        return Err(Error::bad_input(
+            path,
+            "defocus values",
+            "the file is empty; regenerate it with ctfplotter or `lamella ctf`",
+        ));
+    };
+    // version 3 header: six values with a 3 last and no view data; else version 2
+    let v3 = first.len() == 6 && first[5] == "3" && first[1] == "0";
+    let (flags, data): (u32, &[(usize, Vec<&str>)]) = if v3 {
+        let f = num(first[0], path, lines[0].0, 1, "flags")?;
+        (f as u32, &lines[1..])
+    } else {
+        (0, &lines[..])
+    };
+    let astig = flags & 1 != 0;
+    let radians = flags & 2 != 0;
+    let ncol =
+        5 + if astig { 2 } else { 0 } + usize::from(flags & 4 != 0) + usize::from(flags & 32 != 0);
+    let mut out: Vec<Option<DefocusRow>> = vec![None; n_views];
+    for (k, (ln, toks)) in data.iter().enumerate() {
+        // version 2: the first data line carries the version number as a 6th value
+        let want = if !v3 && k == 0 && toks.len() == ncol + 1 {
+            ncol + 1
+        } else {
+            ncol
+        };
+        if toks.len() != want {
+            return Err(Error::bad_input(
+                path,
+                format!("line {ln}"),
+                format!(
+                    "expected {ncol} values (start end tilt1 tilt2 defocus{}), found {}; \
+                     check the flags on the first line",
+                    if astig { "1 defocus2 angle" } else { "" },
+                    toks.len()
+                ),
+            ));
+        }
+        let v = |c: usize, what: &str| num(toks[c], path, *ln, c + 1, what);
+        let (start, end) = (v(0, "start view")?, v(1, "end view")?);
+        let tilt = v(2, "tilt angle")?;
+        let d1 = 10.0 * v(4, "defocus")?;
+        let (d2, ang) = if astig {
+            let a = v(6, "astigmatism angle")?;
+            (
+                10.0 * v(5, "defocus 2")?,
+                if radians { a.to_degrees() } else { a },
+            )
+        } else {
+            (d1, 0.0)
+        };
+        if start < 1.0 || end < start || end as usize > n_views {
+            return Err(Error::bad_input(
+                path,
+                format!("line {ln}, views"),
+                format!(
+                    "views {start}..{end} are outside the stack's 1..{n_views}: \
+                     the file belongs to another stack"
+                ),
+            ));
+        }
+        for view in start as usize..=end as usize {
+            out[view - 1] = Some(DefocusRow {
+                tilt_deg: tilt,
+                defocus_u_a: d1,
+                defocus_v_a: d2,
+                astig_angle_deg: ang,
+            });
+        }
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.ok_or_else(|| {
+                Error::bad_input(
+                    path,
+                    format!("view {}", i + 1),
+                    "no line gives this view a defocus: fit every view (or give the defocus \
+                     of a view range that covers it)",
+                )
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +415,52 @@ mod tests {
         assert!(e.contains("line 3") && e.contains("abc"), "{e}");
         std::fs::write(&p, "\n\n").unwrap();
         assert!(read_tlt(&p).is_err());
+    }
+
+    #[test]
+    fn defocus_round_trip_and_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.defocus");
+        let rows = vec![
+            DefocusRow {
+                tilt_deg: -60.0,
+                defocus_u_a: 31234.5,
+                defocus_v_a: 30210.1,
+                astig_angle_deg: 12.25,
+            },
+            DefocusRow {
+                tilt_deg: 3.0,
+                defocus_u_a: 29000.0,
+                defocus_v_a: 28999.0,
+                astig_angle_deg: 179.5,
+            },
+        ];
+        write_defocus(&p, &rows).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.starts_with("1  0  0.0  0.0  0.0  3\n"), "{text}");
+        for (a, b) in read_defocus(&p, 2).unwrap().iter().zip(&rows) {
+            assert!(
+                (a.tilt_deg - b.tilt_deg).abs() < 1e-9
+                    && (a.defocus_u_a - b.defocus_u_a).abs() < 1e-6
+                    && (a.defocus_v_a - b.defocus_v_a).abs() < 1e-6
+                    && (a.astig_angle_deg - b.astig_angle_deg).abs() < 1e-9,
+                "{a:?} vs {b:?}"
+            );
+        }
+        // version 2 (ctfplotter without astigmatism): the first line ends with the version
+        std::fs::write(&p, "1 1 -60.00 -60.00 3120 2\n2 3 -57.00 -54.00 3050\n").unwrap();
+        let r = read_defocus(&p, 3).unwrap();
+        assert_eq!(r[0].defocus_u_a, 31200.0);
+        assert_eq!((r[2].defocus_u_a, r[2].defocus_v_a), (30500.0, 30500.0));
+        // flags 3: angle in radians
+        std::fs::write(&p, "3 0 0. 0. 0 3\n1 1 0.0 0.0 300.0 290.0 1.0\n").unwrap();
+        let r = read_defocus(&p, 1).unwrap();
+        assert!((r[0].astig_angle_deg - 57.29577951308232).abs() < 1e-9);
+        // a view nobody fitted, and a view outside the stack
+        let e = read_defocus(&p, 2).unwrap_err().to_string();
+        assert!(e.contains("view 2") && e.contains("a.defocus"), "{e}");
+        std::fs::write(&p, "1 0 0. 0. 0 3\n5 5 0.0 0.0 300.0 290.0 1.0\n").unwrap();
+        let e = read_defocus(&p, 2).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("outside"), "{e}");
     }
 }

@@ -33,6 +33,10 @@ pub struct Config {
     /// as they are.
     #[serde(default)]
     pub motioncorr: Option<super::motioncorr::MotionCorrConfig>,
+    /// CTF estimation (`[ctf]`), before alignment; its defocus replaces the geometry's
+    /// (used by `reconstruct.ctf_correction`). Absent = no CTF stage.
+    #[serde(default)]
+    pub ctf: Option<crate::ctf::stage::CtfConfig>,
     /// Tilt-series alignment (`[align]`); absent = no alignment stage (the input's or the
     /// simulator's geometry is used as it is).
     #[serde(default)]
@@ -51,6 +55,38 @@ pub struct SimulateConfig {
     /// Random seed; the same seed gives bit-identical data.
     #[serde(default)]
     pub seed: u64,
+    /// Override of the presets' amorphous-ice texture (`SeriesParams::ice_structure_factor`,
+    /// ≈ 0.1 physical; the presets use 0): the Thon rings CTF estimation needs.
+    #[serde(default)]
+    pub ice_structure_factor: Option<f64>,
+    /// Override of the presets' pixel size, Å (the field of view shrinks with it).
+    #[serde(default)]
+    pub pixel_a: Option<f64>,
+    /// Override of the presets' mean defocus, Å (underfocus positive).
+    #[serde(default)]
+    pub defocus_a: Option<f64>,
+    /// Override of the presets' image size (`nx = ny`), pixels.
+    #[serde(default)]
+    pub size: Option<usize>,
+}
+
+impl SimulateConfig {
+    /// Apply the overrides to one preset series.
+    pub fn apply_overrides(&self, p: &mut crate::sim::SeriesParams) {
+        if let Some(s) = self.ice_structure_factor {
+            p.ice_structure_factor = s;
+        }
+        if let Some(px) = self.pixel_a {
+            p.pixel_a = px;
+        }
+        if let Some(d) = self.defocus_a {
+            p.defocus_a = d;
+        }
+        if let Some(n) = self.size {
+            p.nx = n;
+            p.ny = n;
+        }
+    }
 }
 
 /// `[[input]]`: one existing tilt series.
@@ -80,6 +116,9 @@ pub struct InputSeries {
     /// A ground-truth volume (MRC, stack pixel size) to correlate the tomogram with.
     #[serde(default)]
     pub truth: Option<PathBuf>,
+    /// IMOD `.defocus` (ctfplotter, version 2 or 3) giving every tilt's defocus U/V/angle.
+    #[serde(default)]
+    pub defocus: Option<PathBuf>,
 }
 
 /// How the simulated data are aligned before reconstruction.
@@ -290,9 +329,15 @@ impl Config {
         }
         for s in &mut self.input {
             fix(&mut s.stack);
-            for p in [&mut s.tlt, &mut s.xf, &mut s.mdoc, &mut s.truth]
-                .into_iter()
-                .flatten()
+            for p in [
+                &mut s.tlt,
+                &mut s.xf,
+                &mut s.mdoc,
+                &mut s.truth,
+                &mut s.defocus,
+            ]
+            .into_iter()
+            .flatten()
             {
                 fix(p);
             }
@@ -312,6 +357,23 @@ impl Config {
                     s.preset
                 ));
             }
+        }
+        if let Some(s) = &self.simulate {
+            for (k, v) in [
+                ("ice_structure_factor", s.ice_structure_factor),
+                ("pixel_a", s.pixel_a),
+                ("defocus_a", s.defocus_a),
+                ("size", s.size.map(|n| n as f64)),
+            ] {
+                if let Some(v) = v {
+                    if !(v.is_finite() && (v > 0.0 || (k == "ice_structure_factor" && v == 0.0))) {
+                        return err(format!("simulate.{k} = {v}: must be a positive number"));
+                    }
+                }
+            }
+        }
+        if let Some(c) = &self.ctf {
+            c.validate(path)?;
         }
         let r = &self.reconstruct;
         if r.binnings.is_empty() || r.binnings.iter().any(|&b| b == 0 || b > 64) {

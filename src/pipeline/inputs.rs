@@ -1,5 +1,5 @@
 //! Loading existing tilt series (`[[input]]` or `lamella reconstruct`): MRC stack + IMOD
-//! `.tlt`/`.xf` + SerialEM `.mdoc` -> stack `[tilt, y, x]` and [`TiltSeriesGeometry`].
+//! `.tlt`/`.xf`/`.defocus` + SerialEM `.mdoc` -> stack `[tilt, y, x]` and [`TiltSeriesGeometry`].
 
 use super::config::InputSeries;
 use crate::core::geometry::{TiltImage, TiltSeriesGeometry};
@@ -114,6 +114,9 @@ pub fn load_input(s: &InputSeries) -> Result<LoadedSeries> {
             apply_xf(t, r, pixel_a);
         }
     }
+    if let Some(d) = &s.defocus {
+        apply_defocus_file(&mut geom, d)?;
+    }
     let truth = match &s.truth {
         Some(p) => Some(mrc::read(p)?.data),
         None => None,
@@ -126,6 +129,17 @@ pub fn load_input(s: &InputSeries) -> Result<LoadedSeries> {
         truth,
         true_geometry: None,
     })
+}
+
+/// Set every tilt's defocus U/V/angle from an IMOD `.defocus` file (one view per image).
+pub fn apply_defocus_file(geom: &mut TiltSeriesGeometry, path: &std::path::Path) -> Result<()> {
+    let rows = imod::read_defocus(path, geom.len())?;
+    for (t, r) in geom.tilts.iter_mut().zip(&rows) {
+        t.defocus_u_a = r.defocus_u_a;
+        t.defocus_v_a = r.defocus_v_a;
+        t.astig_angle_deg = r.astig_angle_deg;
+    }
+    Ok(())
 }
 
 /// Set a tilt's axis angle and shifts from an IMOD transform.

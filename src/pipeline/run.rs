@@ -87,6 +87,7 @@ fn build_jobs(cfg: &Config) -> Result<Vec<Job>> {
             if let Some(mc) = &cfg.motioncorr {
                 mc.apply_to_sim(&mut p);
             }
+            s.apply_overrides(&mut p);
             let n_tilts = ((p.tilt_max_deg - p.tilt_min_deg) / p.tilt_step_deg).round() as u64 + 1;
             jobs.push(Job {
                 name: p.name.clone(),
@@ -315,12 +316,14 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
     let recon_json = serde_json::to_string(&cfg.reconstruct).unwrap_or_default();
     let align_json = serde_json::to_string(&cfg.align).unwrap_or_default();
     let motion_json = serde_json::to_string(&cfg.motioncorr).unwrap_or_default();
+    let ctf_json = serde_json::to_string(&cfg.ctf).unwrap_or_default();
     let hash = container::input_hash(&[
         VERSION.as_bytes(),
         job_key(job).as_bytes(),
         recon_json.as_bytes(),
         align_json.as_bytes(),
         motion_json.as_bytes(),
+        ctf_json.as_bytes(),
     ]);
     if opts.resume {
         if let Some(s) = resumed_summary(&ts_path, &summary_path, &job.name, &hash)? {
@@ -380,6 +383,19 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         }
         None => None,
     };
+    let ctf = match &cfg.ctf {
+        Some(cc) => Some(ctf_series(cfg, cc, job, &mut loaded, &mut pictures)?),
+        None => None,
+    };
+    if let Some((_, secs)) = &ctf {
+        seconds.insert("ctf".to_string(), *secs);
+        stages.push(StageRecord {
+            name: "ctf".into(),
+            input_hash: hash.clone(),
+            seconds: *secs,
+            complete: true,
+        });
+    }
     let aligned = match &cfg.align {
         Some(ac) => Some(align_series(
             cfg,
@@ -498,6 +514,7 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         rank: comm.rank(),
         alignment: aligned.as_ref().map(|a| a.report.clone()),
         motion: moved.as_ref().map(|m| m.table.clone()),
+        ctf: ctf.as_ref().map(|c| c.0.table.clone()),
     };
     let summary = SeriesSummary {
         name: job.name.clone(),
@@ -512,6 +529,7 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         resumed: false,
         motion: moved.map(|m| m.summary),
         alignment: aligned.map(|a| a.summary),
+        ctf: ctf.map(|c| c.0.summary(&|p| rel_to(&cfg.out, p))),
         error: None,
         error_code: None,
     };
@@ -570,6 +588,68 @@ fn load_or_simulate(
             Ok(l)
         }
     }
+}
+
+/// `p` relative to the output directory `out` (as given when outside it).
+fn rel_to(out: &Path, p: &Path) -> String {
+    p.strip_prefix(out)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The CTF stage of one series (`crate::ctf::stage`): fit every tilt, replace the defocus of
+/// `loaded.geometry`, write `ctf/<name>.*` and add the pictures; log the error against the
+/// truth when it is known. Returns the outcome and its seconds.
+fn ctf_series(
+    cfg: &Config,
+    cc: &crate::ctf::stage::CtfConfig,
+    job: &Job,
+    loaded: &mut LoadedSeries,
+    pictures: &mut Vec<(String, String)>,
+) -> Result<(crate::ctf::stage::CtfOutcome, f64)> {
+    let t = Instant::now();
+    let stack_file = match &job.source {
+        Source::Sim { .. } => format!("{}.mrc", job.name),
+        Source::Input(i) => i
+            .stack
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let out = crate::ctf::stage::run(
+        loaded.stack.view(),
+        &mut loaded.geometry,
+        cc,
+        loaded.true_geometry.as_ref(),
+        &cfg.out.join("ctf"),
+        &job.name,
+        &stack_file,
+    )?;
+    for (caption, p) in out.files.pictures(&job.name) {
+        pictures.push((caption, format!("../{}", rel_to(&cfg.out, p))));
+    }
+    match &out.error {
+        Some(e) => tracing::info!(
+            median_error_a = e.median_defocus_error_a,
+            max_error_a = e.max_defocus_error_a,
+            median_angle_error_deg = e.median_angle_error_deg,
+            hand = out.table.hand,
+            true_hand = e.true_hand,
+            "CTF fit vs truth; per tilt |error| Å: {:?}",
+            e.defocus_error_a
+                .iter()
+                .map(|v| v.round())
+                .collect::<Vec<_>>()
+        ),
+        None => tracing::info!(
+            hand = out.table.hand,
+            evidence = out.table.hand_evidence,
+            "CTF fit of {} tilts",
+            out.table.rows.len()
+        ),
+    }
+    Ok((out, t.elapsed().as_secs_f64()))
 }
 
 /// The reconstruction is this much thicker than the specimen slab found by the alignment.

@@ -34,6 +34,9 @@ pub struct SeriesSummary {
     /// Alignment outcome, when an alignment stage ran.
     #[serde(default)]
     pub alignment: Option<AlignSummary>,
+    /// CTF estimation outcome, when a `[ctf]` stage ran.
+    #[serde(default)]
+    pub ctf: Option<crate::ctf::stage::CtfSummary>,
     /// Error message when the series failed.
     pub error: Option<String>,
     /// Exit code of the failure (DESIGN §6).
@@ -124,6 +127,10 @@ impl RunSummary {
                 "resid px", "shift err", "axis err"
             ));
         }
+        let ctf = self.series.iter().any(|s| s.ctf.is_some());
+        if ctf {
+            out.push_str(&format!(" {:>9} {:>11}", "defocus", "defocus err"));
+        }
         out.push_str("  status\n");
         for s in &self.series {
             out.push_str(&format!(
@@ -165,6 +172,17 @@ impl RunSummary {
                     cell(a.map(|a| a.rms_residual_px), ""),
                     cell(e.map(|e| e.rms_shift_px), " px"),
                     cell(e.map(|e| e.axis_error_deg), "°"),
+                ));
+            }
+            if ctf {
+                let c = s.ctf.as_ref();
+                let e = c.and_then(|c| c.error.as_ref());
+                out.push_str(&format!(
+                    " {:>9} {:>11}",
+                    c.map(|c| format!("{:.2}um", c.median_defocus_a * 1e-4))
+                        .unwrap_or_else(|| "-".into()),
+                    e.map(|e| format!("{:.0} A", e.median_defocus_error_a))
+                        .unwrap_or_else(|| "-".into()),
                 ));
             }
             let status = match (&s.error, s.resumed) {

@@ -7,6 +7,7 @@
 
 use lamella::core::fourier::Fft2;
 use lamella::core::geometry::TiltSeriesGeometry;
+use lamella::core::stats::median;
 use lamella::ctf::{estimate_series, CtfSearch};
 use lamella::sim::image::{add_ice_texture, expected_counts, ice_texture_sigma, poisson_image};
 use ndarray::{Array2, Array3, Axis};
@@ -59,16 +60,6 @@ fn simulate(c: &Case) -> (Array3<f32>, TiltSeriesGeometry) {
 fn angle_diff(a: f64, b: f64) -> f64 {
     let d = (a - b).rem_euclid(180.0);
     d.min(180.0 - d)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
 }
 
 /// Fit a case; returns per tilt (|tilt|, max |U, V error|, angle error) and the hand found.

@@ -7,6 +7,7 @@
 mod common;
 
 use common::{lamella, ok};
+use lamella::core::stats::median;
 use lamella::io::container::{read_series_ctf, read_series_geometry};
 use lamella::io::imod::read_defocus;
 use std::path::Path;
@@ -60,16 +61,6 @@ res["star_v"] = [float(v) for v in df["rlnDefocusV"]]
 res["star_angle"] = [float(v) for v in df["rlnDefocusAngle"]]
 print(json.dumps(res))
 "#;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
 
 /// True U of every tilt from `sim/<name>_truth.json`.
 fn true_defocus(out: &Path, name: &str) -> Vec<(f64, f64, f64)> {
@@ -128,7 +119,7 @@ fn run_with_ctf_stage_recovers_the_true_defocus_and_writes_every_output() {
                 .zip(&truth)
                 .filter(|(_, t)| t.0.abs() <= 10.0)
                 .map(|(e, _)| *e)
-                .collect(),
+                .collect::<Vec<_>>(),
         );
         eprintln!("{name}: median error {med:.0} Å, within ±10° {low:.0} Å; per tilt {per:.0?}");
         assert!(med < MAX_MEDIAN_ERROR_A, "{name}: median error {med:.0} Å");

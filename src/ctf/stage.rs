@@ -15,6 +15,7 @@
 //! See docs/ctf.md.
 
 use crate::core::geometry::TiltSeriesGeometry;
+use crate::core::stats::median;
 use crate::ctf::estimate::{fit_to_ctf, CtfFit, CtfSearch, Optics};
 use crate::ctf::periodogram::{band_radii, radial_average, radius_map, subtract_background};
 use crate::ctf::tilted::{estimate_series, SeriesCtfFit, TiltedSpectra};
@@ -244,11 +245,13 @@ impl CtfOutcome {
             median_defocus_a: median(
                 rows.iter()
                     .map(|r| 0.5 * (r.defocus_u_a + r.defocus_v_a))
-                    .collect(),
+                    .collect::<Vec<_>>(),
             ),
             hand: self.table.hand,
             hand_evidence: self.table.hand_evidence,
-            median_fit_resolution_a: median(rows.iter().map(|r| r.fit_resolution_a).collect()),
+            median_fit_resolution_a: median(
+                rows.iter().map(|r| r.fit_resolution_a).collect::<Vec<_>>(),
+            ),
             error: self.error.clone(),
             files: self.files.all().iter().map(|p| rel(p)).collect(),
         }
@@ -361,20 +364,6 @@ pub fn truth_error(fits: &[CtfFit], t: &TiltSeriesGeometry) -> CtfTruthError {
         defocus_error_a: de,
         median_angle_error_deg: median(ae),
         true_hand: t.hand,
-    }
-}
-
-/// Median (mean of the middle two for an even count; 0 when empty).
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
     }
 }
 

@@ -22,6 +22,7 @@
 
 use crate::core::fourier::{fftfreq, rfftfreq};
 use crate::core::geometry::TiltSeriesGeometry;
+use crate::core::stats::median;
 use crate::ctf::estimate::{estimate_from_spectrum, CtfFit, CtfSearch, Optics};
 use crate::ctf::periodogram::for_each_tile_spectrum;
 use crate::error::{Error, Result};
@@ -245,7 +246,7 @@ pub fn estimate_series(
         .map(|f| 0.5 * (f.defocus_u_a + f.defocus_v_a))
         .collect();
     let med = median(&means);
-    let mad = 1.4826 * median(&means.iter().map(|m| (m - med).abs()).collect::<Vec<_>>());
+    let mad = 1.4826 * median(means.iter().map(|m| (m - med).abs()).collect::<Vec<_>>());
     let (gate, half) = ((4.0 * mad).max(2000.0), (3.0 * mad).max(2000.0));
     let mut refitted = vec![false; fits.len()];
     let mut narrow = s.clone();
@@ -271,21 +272,6 @@ pub fn estimate_series(
     })
 }
 
-/// Median of a slice (0 for an empty one).
-fn median(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    let mut w = v.to_vec();
-    w.sort_by(|a, b| a.total_cmp(b));
-    let n = w.len();
-    if n % 2 == 1 {
-        w[n / 2]
-    } else {
-        0.5 * (w[n / 2 - 1] + w[n / 2])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,7 +283,7 @@ mod tests {
         assert!((sample_half(&ps, 2.5, 3.5) - 28.5).abs() < 1e-5);
         // ky = −1 is row 7
         assert_eq!(sample_half(&ps, -1.0, 1.0), 71.0);
-        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
+        assert_eq!(median([3.0, 1.0, 2.0, 10.0]), 2.5);
     }
 
     #[test]

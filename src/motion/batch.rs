@@ -3,40 +3,14 @@
 //! ranks share out (each rank corrects its own tilts of the same series; one rank then
 //! [`assembles`](super::output::MotionFiles::assemble) the stacks).
 
-use super::gain::{apply_gain, load_gain, GainTransform};
+use super::gain::Gain;
 use super::movie::read_movie;
 use super::output::{MotionFiles, MotionRecord};
 use super::series::{correct_movie_local, correct_spectra, rename_movie, MotionParams};
 use super::spectral::MovieSpectra;
 use super::sum::Exposure;
 use crate::{Error, Result};
-use ndarray::{Array2, Array3};
-use std::path::{Path, PathBuf};
-
-/// A gain reference, oriented to the frames, with the file it came from (for errors).
-#[derive(Clone, Debug)]
-pub struct Gain {
-    /// Gain `[y, x]`, multiplied into every frame.
-    pub image: Array2<f32>,
-    /// The file, as given.
-    pub path: PathBuf,
-}
-
-impl Gain {
-    /// Read `path` and orient it with `t` ([`super::gain::load_gain`]).
-    pub fn load(path: &Path, t: GainTransform) -> Result<Gain> {
-        Ok(Gain {
-            image: load_gain(path, t)?,
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// Multiply the frames `[frame, y, x]` by the gain (size mismatch: [`Error::BadInput`]
-    /// naming the gain file).
-    pub fn apply(&self, frames: &mut Array3<f32>) -> Result<()> {
-        apply_gain(frames, self.image.view(), &self.path.display().to_string())
-    }
-}
+use std::path::PathBuf;
 
 /// The movies of one tilt series, in stack order.
 #[derive(Clone, Debug)]
@@ -132,4 +106,36 @@ pub fn correct_tilts(
         done += 1;
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stop_before_the_first_movie_leaves_no_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let series = SeriesMovies {
+            name: "ts".into(),
+            movies: vec![d.path().join("never_read.mrcs"); 2],
+            exposures: vec![None, None],
+            pixel_a: 1.0,
+            gain: None,
+        };
+        let files = MotionFiles::new(d.path(), "ts");
+        let e = correct_tilts(
+            &series,
+            &files,
+            "h",
+            &[0, 1],
+            &MotionParams::default(),
+            &|| true,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("stopped") && e.to_string().contains("--resume"),
+            "{e}"
+        );
+        assert!(files.finished_tilt(0, "h").is_none());
+    }
 }

@@ -14,7 +14,7 @@
 use crate::io::mrc;
 use crate::{Error, Result};
 use ndarray::{Array2, Array3, ArrayView2, Axis};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How to orient the gain reference to the frames (module docs for the convention).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -130,6 +130,31 @@ pub fn apply_gain(frames: &mut Array3<f32>, gain: ArrayView2<f32>, gain_name: &s
         f *= &gain;
     }
     Ok(())
+}
+
+/// A gain reference, oriented to the frames, with the file it came from (for errors).
+#[derive(Clone, Debug)]
+pub struct Gain {
+    /// Gain `[y, x]`, multiplied into every frame.
+    pub image: Array2<f32>,
+    /// The file, as given.
+    pub path: PathBuf,
+}
+
+impl Gain {
+    /// Read `path` and orient it with `t` ([`load_gain`]).
+    pub fn load(path: &Path, t: GainTransform) -> Result<Gain> {
+        Ok(Gain {
+            image: load_gain(path, t)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Multiply the frames `[frame, y, x]` by the gain (size mismatch: [`Error::BadInput`]
+    /// naming the gain file).
+    pub fn apply(&self, frames: &mut Array3<f32>) -> Result<()> {
+        apply_gain(frames, self.image.view(), &self.path.display().to_string())
+    }
 }
 
 #[cfg(test)]

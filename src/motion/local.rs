@@ -358,12 +358,9 @@ mod tests {
     use crate::motion::series::rms_trajectory_error;
     use crate::sim::{preset, simulate_series, Preset};
 
-    /// The model reproduces a field that is in its span exactly, from noise-free patch
-    /// trajectories (offsets per patch ignored).
-    #[test]
-    fn fit_recovers_a_polynomial_field() {
-        let (nx, ny, nf) = (200usize, 160usize, 8usize);
-        let mut truth = LocalMotion {
+    /// A model of `nf` frames of `nx × ny` with all coefficients 0 and no patches.
+    fn zero_model(nx: usize, ny: usize, nf: usize) -> LocalMotion {
+        LocalMotion {
             nx,
             ny,
             frames: nf,
@@ -372,7 +369,15 @@ mod tests {
             patch_shifts_px: Vec::new(),
             patch_used: Vec::new(),
             fit_rms_px: 0.0,
-        };
+        }
+    }
+
+    /// The model reproduces a field that is in its span exactly, from noise-free patch
+    /// trajectories (offsets per patch ignored).
+    #[test]
+    fn fit_recovers_a_polynomial_field() {
+        let (nx, ny, nf) = (200usize, 160usize, 8usize);
+        let mut truth = zero_model(nx, ny, nf);
         for k in 0..N_COEFFS {
             truth.coeffs[0][k] = ((k * 7) % 5) as f64 - 2.0;
             truth.coeffs[1][k] = ((k * 3) % 4) as f64 - 1.5;
@@ -413,16 +418,7 @@ mod tests {
             ((x * 13 + y * 7 + f * 5) % 17) as f32
         });
         let shifts: Vec<[f64; 2]> = (0..nf).map(|f| [0.3 * f as f64, -0.2 * f as f64]).collect();
-        let zero = LocalMotion {
-            nx: n,
-            ny: n,
-            frames: nf,
-            coeffs: [vec![0.0; N_COEFFS], vec![0.0; N_COEFFS]],
-            patch_centres_px: Vec::new(),
-            patch_shifts_px: Vec::new(),
-            patch_used: Vec::new(),
-            fit_rms_px: 0.0,
-        };
+        let zero = zero_model(n, n, nf);
         let a = sum_frames_local(frames.view(), &shifts, &zero, 2.0, None).unwrap();
         let b = sum_frames(frames.view(), &shifts, 2.0, None).unwrap();
         let d = (&a.full - &b.full)

@@ -18,8 +18,5 @@ pub mod tif;
 pub use gain::{apply_gain, load_gain, read_gain, transform_gain, GainTransform};
 pub use global::{align_global, GlobalMotion, GlobalParams};
 pub use local::{align_local, sum_frames_local, undo_motion, LocalMotion, LocalParams};
-pub use series::{
-    correct_movie_local, correct_series, rms_trajectory_error, MotionParams, SeriesMotion,
-    TiltMotion,
-};
+pub use series::{correct_movie_local, rms_trajectory_error, MotionParams, TiltMotion};
 pub use sum::{sum_frames, Exposure, MovieSums};

@@ -1,6 +1,7 @@
-//! Motion correction of a whole tilt series: every tilt's movie aligned globally
-//! ([`super::global`]), summed with dose weighting ([`super::sum`]) into the full, even and odd
-//! tilt stacks.
+//! Motion correction of one tilt movie: aligned globally ([`super::global`]), optionally with
+//! local motion ([`super::local`]), and summed with dose weighting ([`super::sum`]) into the
+//! full, even and odd images. A whole series, tilt by tilt with checkpoints, is
+//! [`super::batch`].
 //!
 //! Convention: the reported trajectory of each tilt is anchored at its **first frame**
 //! (`shifts_px[0] = [0, 0]`, content displacement of frame `f` relative to frame 0, pixels)
@@ -12,7 +13,7 @@ use super::local::{align_local, sum_frames_local, LocalMotion, LocalParams};
 use super::spectral::{align_spectra, MovieSpectra};
 use super::sum::{sum_spectra, Exposure};
 use crate::{Error, Result};
-use ndarray::{Array3, ArrayView3, Axis};
+use ndarray::ArrayView3;
 
 /// Options of the motion correction of a series.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,19 +47,6 @@ pub struct TiltMotion {
     pub pre_exposure_e_a2: f64,
     /// Exposure per frame, e/Å² (0 when unknown).
     pub per_frame_e_a2: f64,
-}
-
-/// A motion-corrected tilt series.
-#[derive(Clone, Debug)]
-pub struct SeriesMotion {
-    /// Full sums `[tilt, y, x]` (dose-weighted when asked and the exposure is known).
-    pub stack: Array3<f32>,
-    /// Sums of frames 0, 2, 4, … `[tilt, y, x]`.
-    pub even: Array3<f32>,
-    /// Sums of frames 1, 3, 5, … `[tilt, y, x]`.
-    pub odd: Array3<f32>,
-    /// Per tilt (stack order) its motion.
-    pub tilts: Vec<TiltMotion>,
 }
 
 /// Align and sum one movie `[frame, y, x]` at `pixel_a` Å; `exposure` is used for dose
@@ -144,70 +132,6 @@ fn global_motion(
     }
 }
 
-/// Motion-correct `n_tilts` movies, loaded one at a time by `load(i)` (stack order), at
-/// `pixel_a` Å; `exposures[i]` is tilt `i`'s exposure (`None`: no dose weighting for it).
-/// `stop()` is checked before every tilt: when it returns true the correction ends with
-/// [`Error::Runtime`] (the caller resumes later).
-///
-/// Errors: movies of different frame sizes ([`Error::BadInput`] naming `names[i]`), and those
-/// of [`super::align_global`] / [`super::sum_frames`].
-pub fn correct_series(
-    n_tilts: usize,
-    mut load: impl FnMut(usize) -> Result<Array3<f32>>,
-    names: &[String],
-    pixel_a: f64,
-    exposures: &[Option<Exposure>],
-    params: &MotionParams,
-    stop: &dyn Fn() -> bool,
-) -> Result<SeriesMotion> {
-    let mut out: Option<SeriesMotion> = None;
-    for i in 0..n_tilts {
-        if stop() {
-            return Err(Error::Runtime(format!(
-                "motion correction stopped by a signal before tilt {i} of {n_tilts}"
-            )));
-        }
-        let frames = load(i)?;
-        let (_, ny, nx) = frames.dim();
-        let name = names.get(i).map(String::as_str).unwrap_or("<movie>");
-        let (sums, motion) = correct_movie(
-            frames.view(),
-            pixel_a,
-            exposures.get(i).and_then(|e| e.as_ref()),
-            params,
-        )
-        .map_err(|e| rename_movie(e, name))?;
-        let o = out.get_or_insert_with(|| SeriesMotion {
-            stack: Array3::zeros((n_tilts, ny, nx)),
-            even: Array3::zeros((n_tilts, ny, nx)),
-            odd: Array3::zeros((n_tilts, ny, nx)),
-            tilts: Vec::with_capacity(n_tilts),
-        });
-        if o.stack.dim().1 != ny || o.stack.dim().2 != nx {
-            return Err(Error::bad_input(
-                name,
-                "frame size",
-                format!(
-                    "{nx}×{ny} but the first movie's frames are {}×{}: all movies of a tilt \
-                     series must have the same size",
-                    o.stack.dim().2,
-                    o.stack.dim().1
-                ),
-            ));
-        }
-        o.stack.index_axis_mut(Axis(0), i).assign(&sums.full);
-        o.even.index_axis_mut(Axis(0), i).assign(&sums.even);
-        o.odd.index_axis_mut(Axis(0), i).assign(&sums.odd);
-        o.tilts.push(motion);
-        tracing::debug!(
-            tilt = i,
-            iterations = o.tilts[i].iterations,
-            "movie aligned"
-        );
-    }
-    out.ok_or_else(|| Error::Runtime("motion correction of a series without tilts".into()))
-}
-
 /// Replace the `<movie>` placeholder of errors from the per-movie functions by its name.
 pub(crate) fn rename_movie(e: Error, name: &str) -> Error {
     match e {
@@ -256,20 +180,5 @@ mod tests {
         let e = vec![vec![[0.0, 0.0], [1.0, 0.0], [2.0, 1.0 + 3.0]]];
         // deviations after removing the means: (0, −1), (0, −1), (0, 2) → sqrt(6/3)
         assert!((rms_trajectory_error(&e, &t) - 2f64.sqrt()).abs() < 1e-12);
-    }
-
-    #[test]
-    fn stop_before_the_first_tilt() {
-        let e = correct_series(
-            2,
-            |_| Ok(Array3::zeros((2, 16, 16))),
-            &[],
-            1.0,
-            &[],
-            &MotionParams::default(),
-            &|| true,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("stopped"), "{e}");
     }
 }

@@ -80,7 +80,7 @@ impl MovieSpectra {
     /// ([`super::movie::read_movie`]). Errors name the file.
     pub fn read(
         path: &std::path::Path,
-        gain: Option<&super::batch::Gain>,
+        gain: Option<&super::gain::Gain>,
     ) -> crate::Result<MovieSpectra> {
         let named = |e| super::series::rename_movie(e, &path.display().to_string());
         let ext = path

@@ -1,0 +1,7 @@
+//! Subtomogram averaging: per-particle transfer (wedge, CTF, dose) weights, extraction,
+//! alignment, Fourier-space averaging, FSC, classification and the refinement loop.
+//!
+//! Stage code here is pure (arrays in, arrays out, no files, no MPI); `pipeline/` and
+//! `cli/` do the I/O and hand a [`crate::comm::Comm`] to the reductions.
+
+pub mod weight;

@@ -4,4 +4,6 @@
 //! Stage code here is pure (arrays in, arrays out, no files, no MPI); `pipeline/` and
 //! `cli/` do the I/O and hand a [`crate::comm::Comm`] to the reductions.
 
+pub mod extract;
+pub mod mask;
 pub mod weight;

@@ -4,6 +4,9 @@
 //! Stage code here is pure (arrays in, arrays out, no files, no MPI); `pipeline/` and
 //! `cli/` do the I/O and hand a [`crate::comm::Comm`] to the reductions.
 
+pub mod align;
+pub mod average;
 pub mod extract;
+pub mod fsc;
 pub mod mask;
 pub mod weight;

@@ -9,6 +9,7 @@ pub mod motioncorr;
 pub mod reconstruct;
 pub mod run;
 pub mod simulate;
+pub mod sta;
 
 use crate::comm::Comm;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -105,6 +106,9 @@ pub enum Command {
     /// Reconstruct a tomogram from an MRC stack and IMOD .tlt (+ .xf) by WBP or SIRT, at several
     /// binnings, in slabs when needed.
     Reconstruct(reconstruct::Args),
+    /// Subtomogram averaging: gold-standard refinement of particle poses, Fourier-space
+    /// averages with one MPI allreduce per iteration, FSC, classes.
+    Sta(sta::Args),
     /// Run the pipeline described by a TOML config (MPI-parallel over tilt series).
     Run(run::Args),
     /// Print devices, MPI ranks, threads and library versions.
@@ -119,6 +123,7 @@ pub fn dispatch(cli: &Cli, comm: &dyn Comm) -> anyhow::Result<i32> {
         Command::Align(a) => align::run(a, comm),
         Command::Ctf(a) => ctf::run(a, comm),
         Command::Reconstruct(a) => reconstruct::run(a, comm),
+        Command::Sta(a) => sta::run(a, comm),
         Command::Run(a) => run::run(a, comm),
         Command::Info(a) => info::run(a, comm),
     }

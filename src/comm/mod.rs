@@ -118,6 +118,13 @@ pub fn gather_serde<T: Serialize + DeserializeOwned>(
         .map(|all| all.iter().map(|b| from_json(b)).collect())
 }
 
+/// Gather one serialisable record per rank on every rank (JSON over
+/// [`Comm::all_gather_bytes`]), in rank order. Panics as [`gather_serde`].
+pub fn all_gather_serde<T: Serialize + DeserializeOwned>(comm: &dyn Comm, value: &T) -> Vec<T> {
+    let bytes = to_json(value);
+    comm.all_gather_bytes(&bytes).iter().map(|b| from_json(b)).collect()
+}
+
 /// Send a serialisable value from `root` to every rank (JSON over [`Comm::broadcast_bytes`]).
 /// The root passes `Some(value)`, the other ranks `None` (their argument is ignored); every
 /// rank returns the root's value.

@@ -426,6 +426,10 @@ pub struct TomogramGlobal {
     /// `rlnTomoTiltSeriesStarFile` as written (None when the per-tilt block is in the same
     /// file, named like the tomogram, as WarpTools writes it).
     pub tilt_series_star: Option<String>,
+    /// `rlnTomoReconstructedTomogram` as written, if present.
+    pub reconstructed: Option<String>,
+    /// `rlnTomoTomogramBinning` (1 when absent).
+    pub binning: f64,
 }
 
 /// Read `data_global` of a RELION-5 `tomograms.star`.
@@ -458,6 +462,8 @@ pub fn read_tomograms_global(path: &Path) -> Result<Vec<TomogramGlobal>> {
     let ac = opt_col(t, "rlnAmplitudeContrast", path, "global")?
         .unwrap_or_else(|| vec![d.amplitude_contrast; n]);
     let ts = t.str_column("rlnTomoTiltSeriesStarFile");
+    let rec = t.str_column("rlnTomoReconstructedTomogram");
+    let bin = opt_col(t, "rlnTomoTomogramBinning", path, "global")?.unwrap_or_else(|| vec![1.0; n]);
     Ok((0..n)
         .map(|i| TomogramGlobal {
             name: names[i].to_string(),
@@ -472,6 +478,8 @@ pub fn read_tomograms_global(path: &Path) -> Result<Vec<TomogramGlobal>> {
                 amplitude_contrast: ac[i],
             },
             tilt_series_star: ts.as_ref().map(|v| v[i].to_string()),
+            reconstructed: rec.as_ref().map(|v| v[i].to_string()),
+            binning: bin[i],
         })
         .collect())
 }

@@ -68,6 +68,9 @@ pub struct SimulateConfig {
     /// Override of the presets' image size (`nx = ny`), pixels.
     #[serde(default)]
     pub size: Option<usize>,
+    /// Override of the number of particles of each structure per series.
+    #[serde(default)]
+    pub particles: Option<usize>,
 }
 
 impl SimulateConfig {
@@ -85,6 +88,11 @@ impl SimulateConfig {
         if let Some(n) = self.size {
             p.nx = n;
             p.ny = n;
+        }
+        if let Some(k) = self.particles {
+            for s in &mut p.structures {
+                s.1 = k;
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod distribute;
+pub mod export;
 pub mod inputs;
 pub mod metrics;
 pub mod motioncorr;

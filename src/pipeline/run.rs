@@ -284,6 +284,13 @@ fn finish_root(
             simio::write_truth_index(&dir, s.seed, &s.preset, &names)?;
         }
     }
+    let finished: Vec<String> = summary
+        .series
+        .iter()
+        .filter(|s| s.error.is_none())
+        .map(|s| s.name.clone())
+        .collect();
+    super::export::write_relion_exports(&cfg.out, &finished, cfg.simulate.is_some())?;
     simio::write_json(&cfg.out.join("summary.json"), summary)?;
     pictures::write_index(&cfg.out, summary)?;
     let info = RunInfo {
@@ -493,6 +500,24 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
             mrc_path: Some(rel.clone()),
         });
         files.push(rel);
+    }
+    if let Some(first) = tomograms.first() {
+        let (nz, ny, nx) = first.data.dim();
+        let stack = match &job.source {
+            Source::Sim { .. } => format!("sim/{}.mrc", job.name),
+            Source::Input(inp) => inp.stack.to_string_lossy().into_owned(),
+        };
+        super::export::write_series_export(
+            &cfg.out,
+            &super::export::TomogramExport {
+                name: job.name.clone(),
+                geometry: loaded.geometry.clone(),
+                binning: first.bin,
+                shape_xyz: [nx, ny, nz],
+                tomogram: first.mrc_path.clone().unwrap_or_default(),
+                stack,
+            },
+        )?;
     }
     let recon_s = t.elapsed().as_secs_f64();
     seconds.insert("reconstruct".to_string(), recon_s);

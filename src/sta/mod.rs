@@ -10,3 +10,4 @@ pub mod extract;
 pub mod fsc;
 pub mod mask;
 pub mod weight;
+pub mod refine;

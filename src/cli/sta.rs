@@ -15,7 +15,10 @@ use crate::error::{Error, Result};
 use crate::io::atomic::write_bytes_atomic;
 use crate::io::container::input_hash;
 use crate::io::mrc::{self, MrcKind};
-use crate::io::relion::{read_particles_star, read_tilt_series_star, read_tomograms_global, write_particles_star, ParticleRecord};
+use crate::io::relion::{
+    read_particles_star, read_tilt_series_star, read_tomograms_global, write_particles_star,
+    ParticleRecord,
+};
 use crate::pipeline::signals;
 use crate::sta::fsc::write_fsc_png;
 use crate::sta::refine::{initial_state, iterate, Particle, RefineParams, State, Tomogram};
@@ -133,7 +136,11 @@ pub fn read_tomograms(path: &Path) -> Result<Vec<Tomogram>> {
             )
         })?;
         let ts = g.tilt_series_star.clone().ok_or_else(|| {
-            Error::bad_input(path, "rlnTomoTiltSeriesStarFile", format!("no tilt-series STAR for {}", g.name))
+            Error::bad_input(
+                path,
+                "rlnTomoTiltSeriesStarFile",
+                format!("no tilt-series STAR for {}", g.name),
+            )
         })?;
         let m = mrc::read(&dir.join(&rec))?;
         let voxel_a = g.pixel_a * g.binning;
@@ -141,7 +148,10 @@ pub fn read_tomograms(path: &Path) -> Result<Vec<Tomogram>> {
             Some(s) => (s[0], s[1]),
             None => {
                 let (_, y, x) = m.data.dim();
-                ((x as f64 * g.binning) as usize, (y as f64 * g.binning) as usize)
+                (
+                    (x as f64 * g.binning) as usize,
+                    (y as f64 * g.binning) as usize,
+                )
             }
         };
         let mut geometry = read_tilt_series_star(&dir.join(&ts), nx, ny, g.pixel_a)?;
@@ -177,7 +187,13 @@ pub fn centre_box(v: &Array3<f32>, n: usize) -> Array3<f32> {
     Array3::from_shape_fn((n, n, n), |(z, y, x)| {
         let s = |i: usize, d: usize| i as i64 - (n / 2) as i64 + (d / 2) as i64;
         let (sz, sy, sx) = (s(z, dz), s(y, dy), s(x, dx));
-        if sz >= 0 && sy >= 0 && sx >= 0 && (sz as usize) < dz && (sy as usize) < dy && (sx as usize) < dx {
+        if sz >= 0
+            && sy >= 0
+            && sx >= 0
+            && (sz as usize) < dz
+            && (sy as usize) < dy
+            && (sx as usize) < dx
+        {
             v[[sz as usize, sy as usize, sx as usize]]
         } else {
             0.0
@@ -195,17 +211,36 @@ fn write_maps(dir: &Path, state: &State, n: usize, voxel_a: f64) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let classes = state.half_maps.len();
     for c in 0..classes {
-        let tag = if classes > 1 { format!("class{}_", c + 1) } else { String::new() };
+        let tag = if classes > 1 {
+            format!("class{}_", c + 1)
+        } else {
+            String::new()
+        };
         for h in 0..2 {
             let m = state.half_map(c, h, n);
-            mrc::write(&dir.join(format!("{tag}half{}.mrc", h + 1)), m.view(), voxel_a as f32, MrcKind::Volume)?;
+            mrc::write(
+                &dir.join(format!("{tag}half{}.mrc", h + 1)),
+                m.view(),
+                voxel_a as f32,
+                MrcKind::Volume,
+            )?;
         }
         let full = state.full_map(c, n);
-        mrc::write(&dir.join(format!("{tag}map.mrc")), full.view(), voxel_a as f32, MrcKind::Volume)?;
+        mrc::write(
+            &dir.join(format!("{tag}map.mrc")),
+            full.view(),
+            voxel_a as f32,
+            MrcKind::Volume,
+        )?;
         if let Some(g) = &state.fsc[c] {
             write_fsc_png(
                 &dir.join(format!("{tag}fsc.png")),
-                &format!("iteration {} class {}: {:.1} A", state.iteration, c + 1, g.resolution_a),
+                &format!(
+                    "iteration {} class {}: {:.1} A",
+                    state.iteration,
+                    c + 1,
+                    g.resolution_a
+                ),
                 g,
                 None,
             )?;
@@ -222,18 +257,41 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
     let tomos = read_tomograms(&a.tomograms)?;
     let records = read_particles_star(&a.particles)?;
     let voxel_a = tomos[0].voxel_a;
-    if tomos.iter().any(|t| (t.voxel_a - voxel_a).abs() > 1e-3 * voxel_a) {
-        return Err(Error::bad_input(&a.tomograms, "rlnTomoTomogramBinning", "tomograms of different voxel sizes: average one binning at a time").into());
+    if tomos
+        .iter()
+        .any(|t| (t.voxel_a - voxel_a).abs() > 1e-3 * voxel_a)
+    {
+        return Err(Error::bad_input(
+            &a.tomograms,
+            "rlnTomoTomogramBinning",
+            "tomograms of different voxel sizes: average one binning at a time",
+        )
+        .into());
     }
-    let references: Vec<Array3<f32>> =
-        a.reference.iter().map(|p| read_reference(p, voxel_a, a.r#box)).collect::<Result<_>>()?;
+    let references: Vec<Array3<f32>> = a
+        .reference
+        .iter()
+        .map(|p| read_reference(p, voxel_a, a.r#box))
+        .collect::<Result<_>>()?;
     let classes = a.classes.unwrap_or(references.len().max(1));
     let names: Vec<&str> = tomos.iter().map(|t| t.name.as_str()).collect();
     let mut particles = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
-        let tomo = names.iter().position(|n| *n == r.tomo_name).ok_or_else(|| {
-            Error::bad_input(&a.particles, "rlnTomoName", format!("particle {}: tomogram {:?} is not in {}", i + 1, r.tomo_name, a.tomograms.display()))
-        })?;
+        let tomo = names
+            .iter()
+            .position(|n| *n == r.tomo_name)
+            .ok_or_else(|| {
+                Error::bad_input(
+                    &a.particles,
+                    "rlnTomoName",
+                    format!(
+                        "particle {}: tomogram {:?} is not in {}",
+                        i + 1,
+                        r.tomo_name,
+                        a.tomograms.display()
+                    ),
+                )
+            })?;
         let half = match r.random_subset {
             1 | 2 => r.random_subset - 1,
             _ => i % 2,
@@ -274,8 +332,13 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
         seed: a.seed,
     };
     let star_text = std::fs::read(&a.particles).map_err(|e| Error::io(&a.particles, e))?;
-    let refs_text: Vec<Vec<u8>> = a.reference.iter().map(|p| std::fs::read(p).map_err(|e| Error::io(p, e))).collect::<Result<_>>()?;
-    let params_json = serde_json::to_vec(&(&params, classes)).map_err(|e| Error::Runtime(e.to_string()))?;
+    let refs_text: Vec<Vec<u8>> = a
+        .reference
+        .iter()
+        .map(|p| std::fs::read(p).map_err(|e| Error::io(p, e)))
+        .collect::<Result<_>>()?;
+    let params_json =
+        serde_json::to_vec(&(&params, classes)).map_err(|e| Error::Runtime(e.to_string()))?;
     let tomo_text = std::fs::read(&a.tomograms).map_err(|e| Error::io(&a.tomograms, e))?;
     let mut parts: Vec<&[u8]> = vec![&params_json, &star_text, &tomo_text];
     parts.extend(refs_text.iter().map(|v| v.as_slice()));
@@ -291,7 +354,10 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
             match serde_json::from_slice::<Checkpoint>(&text) {
                 Ok(c) if c.hash == hash => Some(c.state),
                 Ok(_) => {
-                    tracing::warn!("{}: written with other inputs or settings; starting again", ck_path.display());
+                    tracing::warn!(
+                        "{}: written with other inputs or settings; starting again",
+                        ck_path.display()
+                    );
                     None
                 }
                 Err(e) => {
@@ -302,11 +368,17 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
         } else {
             None
         };
-        broadcast_serde(comm, 0, Some(local))
+        // A list of 0 or 1 states: JSON cannot tell Some(None) from None.
+        let v: Vec<State> = broadcast_serde(comm, 0, Some(local.into_iter().collect()));
+        v.into_iter().next()
     };
     let mut state = match resumed {
         Some(s) => {
-            tracing::info!(iteration = s.iteration, "resuming from {}", ck_path.display());
+            tracing::info!(
+                iteration = s.iteration,
+                "resuming from {}",
+                ck_path.display()
+            );
             s
         }
         None => initial_state(comm, &tomos, particles, &references, classes, &params)?,
@@ -319,14 +391,25 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
             log = serde_json::from_slice(&t).unwrap_or_default();
         }
     }
-    tracing::info!(particles = state.particles.len(), classes, ranks = comm.size(), "subtomogram averaging");
+    tracing::info!(
+        particles = state.particles.len(),
+        classes,
+        ranks = comm.size(),
+        "subtomogram averaging"
+    );
     while state.iteration < params.iterations {
         let t = Instant::now();
         iterate(comm, &tomos, &mut state, &params)?;
-        let mean_score = state.particles.iter().map(|p| p.score).sum::<f64>() / state.particles.len().max(1) as f64;
+        let mean_score = state.particles.iter().map(|p| p.score).sum::<f64>()
+            / state.particles.len().max(1) as f64;
         tracing::info!(iteration = state.iteration, resolution_a = ?state.resolution_a, mean_score, "iteration done");
         if comm.rank() == 0 {
-            write_maps(&a.out.join(format!("iter_{:02}", state.iteration)), &state, n, voxel_a)?;
+            write_maps(
+                &a.out.join(format!("iter_{:02}", state.iteration)),
+                &state,
+                n,
+                voxel_a,
+            )?;
             log.push(IterationLog {
                 iteration: state.iteration,
                 resolution_a: state.resolution_a.clone(),
@@ -335,12 +418,21 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
             });
             write_json(&log_path, &log)?;
             // The checkpoint last: it says the iteration is complete.
-            write_json(&ck_path, &Checkpoint { hash: hash.clone(), state: state.clone() })?;
+            write_json(
+                &ck_path,
+                &Checkpoint {
+                    hash: hash.clone(),
+                    state: state.clone(),
+                },
+            )?;
         }
         let mut flag = [if signals::stop_requested() { 1.0 } else { 0.0 }];
         comm.allreduce_max_f64(&mut flag);
         if flag[0] > 0.0 && state.iteration < params.iterations {
-            tracing::warn!("stop signal: iteration {} is checkpointed; run again with --resume to continue", state.iteration);
+            tracing::warn!(
+                "stop signal: iteration {} is checkpointed; run again with --resume to continue",
+                state.iteration
+            );
             return Ok(4);
         }
     }
@@ -364,7 +456,11 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
             state.particles.len(),
             classes,
             state.iteration,
-            state.resolution_a.iter().map(|r| (r * 10.0).round() / 10.0).collect::<Vec<_>>(),
+            state
+                .resolution_a
+                .iter()
+                .map(|r| (r * 10.0).round() / 10.0)
+                .collect::<Vec<_>>(),
             t0.elapsed().as_secs_f64()
         );
     }

@@ -122,7 +122,10 @@ pub fn gather_serde<T: Serialize + DeserializeOwned>(
 /// [`Comm::all_gather_bytes`]), in rank order. Panics as [`gather_serde`].
 pub fn all_gather_serde<T: Serialize + DeserializeOwned>(comm: &dyn Comm, value: &T) -> Vec<T> {
     let bytes = to_json(value);
-    comm.all_gather_bytes(&bytes).iter().map(|b| from_json(b)).collect()
+    comm.all_gather_bytes(&bytes)
+        .iter()
+        .map(|b| from_json(b))
+        .collect()
 }
 
 /// Send a serialisable value from `root` to every rank (JSON over [`Comm::broadcast_bytes`]).

@@ -13,7 +13,9 @@ use std::path::Path;
 
 use crate::core::geometry::TiltSeriesGeometry;
 use crate::error::{Error, Result};
-use crate::io::relion::{write_particles_star, write_tomograms_star, ParticleRecord, TomogramEntry};
+use crate::io::relion::{
+    write_particles_star, write_tomograms_star, ParticleRecord, TomogramEntry,
+};
 use crate::sim::SeriesTruth;
 
 /// What one series contributes to `tomograms.star`.
@@ -61,8 +63,13 @@ pub fn write_relion_exports(out: &Path, names: &[String], simulated: bool) -> Re
             continue;
         }
         let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-        let e: TomogramExport = serde_json::from_str(&text)
-            .map_err(|err| Error::bad_input(&p, "json", format!("{err}; delete it and rerun with --resume")))?;
+        let e: TomogramExport = serde_json::from_str(&text).map_err(|err| {
+            Error::bad_input(
+                &p,
+                "json",
+                format!("{err}; delete it and rerun with --resume"),
+            )
+        })?;
         let b = e.binning as f64;
         entries.push(TomogramEntry {
             name: e.name.clone(),

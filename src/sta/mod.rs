@@ -9,5 +9,5 @@ pub mod average;
 pub mod extract;
 pub mod fsc;
 pub mod mask;
-pub mod weight;
 pub mod refine;
+pub mod weight;

@@ -17,9 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::comm::{all_gather_serde, Comm};
 use crate::core::fft3::Fft3;
-use crate::core::geometry::{
-    euler_zyz_to_matrix, matrix_to_euler_zyz, Mat3, TiltSeriesGeometry,
-};
+use crate::core::geometry::{euler_zyz_to_matrix, matrix_to_euler_zyz, Mat3, TiltSeriesGeometry};
 use crate::core::interp::rotate_volume;
 use crate::core::so3::{local_rotations, uniform_rotations, Symmetry};
 use crate::error::{Error, Result};
@@ -150,14 +148,30 @@ fn particle_box(
     mask: &Array3<f32>,
 ) -> (Array3<f32>, SubtomoTransfer, [f64; 3]) {
     let sign = if params.invert { -1.0 } else { 1.0 };
-    let mut b = extract_box(t.volume.view(), t.voxel_a, p.position_a, params.box_px, sign);
+    let mut b = extract_box(
+        t.volume.view(),
+        t.voxel_a,
+        p.position_a,
+        params.box_px,
+        sign,
+    );
     normalise_background(&mut b.data, mask.view());
-    let tr = SubtomoTransfer::at_particle(&t.geometry, p.position_a, params.ctf_mode, params.dose_weighting);
+    let tr = SubtomoTransfer::at_particle(
+        &t.geometry,
+        p.position_a,
+        params.ctf_mode,
+        params.dose_weighting,
+    );
     (b.data, tr, b.residual_px)
 }
 
 /// Check the inputs before any heavy work.
-fn validate(tomos: &[Tomogram], particles: &[Particle], params: &RefineParams, classes: usize) -> Result<()> {
+fn validate(
+    tomos: &[Tomogram],
+    particles: &[Particle],
+    params: &RefineParams,
+    classes: usize,
+) -> Result<()> {
     if params.box_px < 8 || params.box_px % 2 == 1 {
         return Err(Error::Config(format!(
             "box_px = {}: the box must be even and at least 8 voxels",
@@ -258,7 +272,9 @@ fn accumulate(
     let voxel_a = tomos[0].voxel_a;
     let mask = soft_sphere(n, params.mask_radius_a / voxel_a, 3.0);
     let plan = Fft3::new(n, n, n);
-    let mine: Vec<usize> = (0..particles.len()).filter(|i| i % comm.size() == comm.rank()).collect();
+    let mine: Vec<usize> = (0..particles.len())
+        .filter(|i| i % comm.size() == comm.rank())
+        .collect();
     let mut sums = Sums::new(n, classes);
     for &i in &mine {
         let p = &particles[i];
@@ -297,7 +313,12 @@ struct Aligned {
 }
 
 /// One iteration: align, average, FSC, new references. `state` is replaced by the next one.
-pub fn iterate(comm: &dyn Comm, tomos: &[Tomogram], state: &mut State, params: &RefineParams) -> Result<()> {
+pub fn iterate(
+    comm: &dyn Comm,
+    tomos: &[Tomogram],
+    state: &mut State,
+    params: &RefineParams,
+) -> Result<()> {
     let n = params.box_px;
     let classes = state.half_maps.len();
     let voxel_a = tomos[0].voxel_a;
@@ -317,14 +338,23 @@ pub fn iterate(comm: &dyn Comm, tomos: &[Tomogram], state: &mut State, params: &
     let refs: Vec<[Array3<f32>; 2]> = (0..classes)
         .map(|c| {
             [0, 1].map(|h| {
-                let r = lowpass(state.half_map(c, h, n).view(), voxel_a, state.resolution_a[c], 2.0);
+                let r = lowpass(
+                    state.half_map(c, h, n).view(),
+                    voxel_a,
+                    state.resolution_a[c],
+                    2.0,
+                );
                 aligner.prepare_reference(r.view())
             })
         })
         .collect();
     let mask = soft_sphere(n, params.mask_radius_a / voxel_a, 3.0);
     let step = (params.local_step_deg / 2f64.powi(it as i32 - 1)).max(params.min_step_deg);
-    let global = if it == 1 { params.global_step_deg } else { None };
+    let global = if it == 1 {
+        params.global_step_deg
+    } else {
+        None
+    };
     let coarse = global.map(uniform_rotations);
     let mine: Vec<usize> = (0..state.particles.len())
         .filter(|i| i % comm.size() == comm.rank())
@@ -348,7 +378,9 @@ pub fn iterate(comm: &dyn Comm, tomos: &[Tomogram], state: &mut State, params: &
                 }
                 None => {
                     let local = local_rotations(&p.pose(), params.local_range_deg, step);
-                    aligner.search(&prepared, &half_refs, &local).with_rotations(&local)
+                    aligner
+                        .search(&prepared, &half_refs, &local)
+                        .with_rotations(&local)
                 }
             };
             let a = best.pose;
@@ -362,7 +394,10 @@ pub fn iterate(comm: &dyn Comm, tomos: &[Tomogram], state: &mut State, params: &
             q.euler_deg = [rot, tilt, psi];
             q.class = best.m.reference;
             q.score = best.m.score;
-            Aligned { index: i, particle: q }
+            Aligned {
+                index: i,
+                particle: q,
+            }
         })
         .collect();
     // Everyone gets every particle's new state.
@@ -382,7 +417,13 @@ pub fn iterate(comm: &dyn Comm, tomos: &[Tomogram], state: &mut State, params: &
             let l = shell_regulariser(&sums.shell_mean_den(c, h), prev.as_deref());
             symmetrise(sums.reconstruct(c, h, &l, &plan).view(), &sym)
         });
-        let g = gold_standard(maps[0].view(), maps[1].view(), mask.view(), voxel_a, params.seed);
+        let g = gold_standard(
+            maps[0].view(),
+            maps[1].view(),
+            mask.view(),
+            voxel_a,
+            params.seed,
+        );
         let r = g.resolution_a.max(2.0 * voxel_a);
         // The next iteration's references are these half maps low-passed at `r`.
         half_maps.push(maps.map(|m| m.into_raw_vec_and_offset().0));

@@ -174,7 +174,7 @@ pub fn read_tomograms(path: &Path) -> Result<Vec<Tomogram>> {
 fn read_reference(path: &Path, voxel_a: f64, n: usize) -> Result<Array3<f32>> {
     let m = mrc::read(path)?;
     let px = m.header.pixel_size_a()[0] as f64;
-    if !(px > 0.0) {
+    if px.is_nan() || px <= 0.0 {
         return Err(Error::bad_input(path, "cella", "the reference has no pixel size in its header; set it (e.g. with mrcfile's voxel_size)"));
     }
     let r = crate::sim::potential::resample_map(&m.data, px, voxel_a).potential;

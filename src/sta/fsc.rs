@@ -131,8 +131,8 @@ pub fn gold_standard(
         .map(|i| i + 1)
         .unwrap_or(un.fsc.len());
     let (randomised, corrected) = if start < un.fsc.len() {
-        let r1 = randomise_phases_beyond(half1, start as f64, seed) * &mask;
-        let r2 = randomise_phases_beyond(half2, start as f64, seed ^ 0x9e37_79b9) * &mask;
+        let r1 = randomise_phases_beyond(half1, start as f64, seed) * mask;
+        let r2 = randomise_phases_beyond(half2, start as f64, seed ^ 0x9e37_79b9) * mask;
         let rnd = fsc(r1.view(), r2.view(), voxel_a).fsc;
         let cor = masked
             .fsc

@@ -388,8 +388,8 @@ pub fn iterate(
             // The box centre is the particle position minus its residual; the new position is
             // the box centre plus the found offset.
             let mut q = p.clone();
-            for k in 0..3 {
-                q.position_a[k] = p.position_a[k] + (best.m.shift_px[k] - res[k]) * voxel_a;
+            for (k, r) in res.iter().enumerate() {
+                q.position_a[k] = p.position_a[k] + (best.m.shift_px[k] - r) * voxel_a;
             }
             q.euler_deg = [rot, tilt, psi];
             q.class = best.m.reference;

@@ -5,3 +5,5 @@
 //! `cli/` do the I/O and hand a [`crate::comm::Comm`] to the reductions.
 
 pub mod weight;
+pub mod insert;
+pub mod particles2d;

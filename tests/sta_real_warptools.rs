@@ -37,7 +37,13 @@ fn soft_sphere(n: usize, r: f64, w: f64) -> Array3<f32> {
 fn shell_amplitude(v: &Array3<f32>) -> Vec<f64> {
     let f = lamella::recon::fsc::fft3(v.view());
     let n = v.dim().0;
-    let freq = |k: usize| if k < n.div_ceil(2) { k as f64 } else { k as f64 - n as f64 };
+    let freq = |k: usize| {
+        if k < n.div_ceil(2) {
+            k as f64
+        } else {
+            k as f64 - n as f64
+        }
+    };
     let mut sum = vec![0.0; n / 2];
     let mut cnt = vec![0usize; n / 2];
     for ((z, y, x), c) in f.indexed_iter() {
@@ -47,7 +53,10 @@ fn shell_amplitude(v: &Array3<f32>) -> Vec<f64> {
             cnt[r] += 1;
         }
     }
-    sum.iter().zip(&cnt).map(|(s, c)| (s / *c as f64).sqrt()).collect()
+    sum.iter()
+        .zip(&cnt)
+        .map(|(s, c)| (s / *c as f64).sqrt())
+        .collect()
 }
 
 /// Frequency (1/Å) where the curve first drops below `level` (linear between shells).
@@ -93,9 +102,22 @@ fn reconstruction_of_warptools_2d_stacks_agrees_with_relion() {
     println!("reconstructed {total} slices of 40 particles in {secs:.2} s (debug build)");
 
     let variants = [
-        ("mirrored frame", InsertOptions { frame: StackFrame::Lamella, ..opts }),
+        (
+            "mirrored frame",
+            InsertOptions {
+                frame: StackFrame::Lamella,
+                ..opts
+            },
+        ),
         ("no CTF weight", InsertOptions { ctf: false, ..opts }),
-        ("no dose, centre defocus", InsertOptions { dose: false, depth: false, ..opts }),
+        (
+            "no dose, centre defocus",
+            InsertOptions {
+                dose: false,
+                depth: false,
+                ..opts
+            },
+        ),
     ];
     let maps: Vec<(&str, Array3<f32>)> = variants
         .iter()
@@ -108,7 +130,10 @@ fn reconstruction_of_warptools_2d_stacks_agrees_with_relion() {
         .iter()
         .map(|(n, m)| (*n, masked_fsc(m, &relion, &mask, px)))
         .collect();
-    println!("shell  1/s(Å)  masked  unmasked  {}", variants.map(|v| v.0).join(" | "));
+    println!(
+        "shell  1/s(Å)  masked  unmasked  {}",
+        variants.map(|v| v.0).join(" | ")
+    );
     for i in 0..f_masked.fsc.len() {
         print!(
             "{i:>4} {:>8.1} {:>7.3} {:>8.3}",
@@ -139,7 +164,10 @@ fn reconstruction_of_warptools_2d_stacks_agrees_with_relion() {
         f_masked.fsc
     );
     assert!(m_hi > 0.5, "shells 6-13 mean {m_hi}");
-    assert!(m_mirror < 0.7 && m_lo - m_mirror > 0.25, "mirror {m_mirror} vs {m_lo}");
+    assert!(
+        m_mirror < 0.7 && m_lo - m_mirror > 0.25,
+        "mirror {m_mirror} vs {m_lo}"
+    );
     assert!(r05.is_some_and(|r| r < 40.0), "0.5 crossing {r05:?}");
 
     // CTF weighting: with CTF² in the denominator our spectrum has RELION's shape at low
@@ -158,18 +186,26 @@ fn reconstruction_of_warptools_2d_stacks_agrees_with_relion() {
     // Figure and map.
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sta_real_warptools");
     std::fs::create_dir_all(&out).unwrap();
-    mrc::write(&out.join("ours.mrc"), ours.view(), px as f32, MrcKind::Volume).unwrap();
+    mrc::write(
+        &out.join("ours.mrc"),
+        ours.view(),
+        px as f32,
+        MrcKind::Volume,
+    )
+    .unwrap();
     let series = |label: &str, f: &Fsc, i: usize| Series {
         label: label.into(),
-        points: f.s_per_a.iter().zip(&f.fsc).skip(1).map(|(s, v)| (*s, *v)).collect(),
+        points: f
+            .s_per_a
+            .iter()
+            .zip(&f.fsc)
+            .skip(1)
+            .map(|(s, v)| (*s, *v))
+            .collect(),
         color: PALETTE[i],
         style: Style::LineMarkers,
     };
-    let mut chart = Chart::new(
-        "FSC lamella vs RELION: 40 ribosomes",
-        "1/A",
-        "FSC",
-    );
+    let mut chart = Chart::new("FSC lamella vs RELION: 40 ribosomes", "1/A", "FSC");
     chart.y_range = Some((-0.2, 1.0));
     chart.hlines = vec![(0.5, [128, 128, 128]), (0.143, [128, 128, 128])];
     chart.series = vec![
@@ -182,4 +218,96 @@ fn reconstruction_of_warptools_2d_stacks_agrees_with_relion() {
     write_chart_png(&png, &chart).unwrap();
     assert!(std::fs::metadata(&png).unwrap().len() > 1000);
     println!("wrote {}", png.display());
+}
+
+/// `lamella reconstruct-particles` writes the same map as the library, on 1 and 2 MPI ranks
+/// (one allreduce of the Fourier sums), as a float32 MRC that Python's `mrcfile` validates
+/// with the 12 Å voxel; bad input exits 3 naming the file and the field.
+#[test]
+fn reconstruct_particles_cli_writes_a_valid_mrc_on_one_and_two_ranks() {
+    let dir = common::shared_data().join(DIR);
+    let star = dir.join(PARTICLES);
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sta_real_warptools_cli");
+    std::fs::create_dir_all(&out).unwrap();
+    let one = out.join("map1.mrc");
+    common::ok(
+        common::lamella()
+            .args(["reconstruct-particles", "--particles"])
+            .arg(&star)
+            .arg("--out")
+            .arg(&one)
+            .output()
+            .unwrap(),
+        "reconstruct-particles",
+    );
+    let set = read_stack_set(&star, None).unwrap();
+    let lib = reconstruct(&set, &InsertOptions::default()).unwrap();
+    let m1 = mrc::read(&one).unwrap();
+    assert_eq!(m1.header.mode, 2);
+    let scale = lib.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+    let d1 = m1
+        .data
+        .iter()
+        .zip(lib.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(d1 <= 1e-5 * scale, "CLI vs library: {d1} (max {scale})");
+    if let Some(py) = common::python("reconstruct_particles_cli") {
+        let got = common::run_python(
+            &py,
+            "import sys, mrcfile\nassert mrcfile.validate(sys.argv[1]), 'invalid'\n\
+             m = mrcfile.open(sys.argv[1])\nprint(m.data.shape, m.data.dtype, float(m.voxel_size.x))",
+            &[one.to_str().unwrap()],
+        );
+        assert_eq!(got.trim(), "(32, 32, 32) float32 12.0", "{got}");
+    }
+    if let Some(mut two) = common::mpirun(2) {
+        let m2p = out.join("map2.mrc");
+        common::ok(
+            two.args(["reconstruct-particles", "--particles"])
+                .arg(&star)
+                .arg("--out")
+                .arg(&m2p)
+                .output()
+                .unwrap(),
+            "mpirun -n 2 reconstruct-particles",
+        );
+        let m2 = mrc::read(&m2p).unwrap().data;
+        let d2 = m2
+            .iter()
+            .zip(m1.data.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        println!("1 vs 2 ranks: max |difference| {d2:e} of max {scale:e}");
+        assert!(d2 <= 1e-5 * scale, "1 vs 2 ranks: {d2}");
+    }
+    // Bad input: a tilt-series STAR is not a 2D-stack particle file (exit 3, file + field).
+    let bad =
+        common::shared_data().join("formats/pytom-match-pick/tilt_series/tomo200528_107.star");
+    let o = common::lamella()
+        .args(["reconstruct-particles", "--particles"])
+        .arg(&bad)
+        .arg("--out")
+        .arg(out.join("bad.mrc"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("tomo200528_107.star") && err.contains("rlnTomoSubTomosAre2DStacks"),
+        "{err}"
+    );
+    let o = common::lamella()
+        .args(["reconstruct-particles", "--box", "33", "--particles"])
+        .arg(&star)
+        .arg("--out")
+        .arg(out.join("bad.mrc"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

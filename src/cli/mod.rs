@@ -7,6 +7,7 @@ pub mod info;
 pub mod logging;
 pub mod motioncorr;
 pub mod reconstruct;
+pub mod reconstruct_particles;
 pub mod run;
 pub mod simulate;
 
@@ -105,6 +106,9 @@ pub enum Command {
     /// Reconstruct a tomogram from an MRC stack and IMOD .tlt (+ .xf) by WBP or SIRT, at several
     /// binnings, in slabs when needed.
     Reconstruct(reconstruct::Args),
+    /// Reconstruct a map from particles exported as 2D tilt stacks (RELION-5 / WarpTools)
+    /// with their poses, by Fourier insertion with CTF and dose weights.
+    ReconstructParticles(reconstruct_particles::Args),
     /// Run the pipeline described by a TOML config (MPI-parallel over tilt series).
     Run(run::Args),
     /// Print devices, MPI ranks, threads and library versions.
@@ -119,6 +123,7 @@ pub fn dispatch(cli: &Cli, comm: &dyn Comm) -> anyhow::Result<i32> {
         Command::Align(a) => align::run(a, comm),
         Command::Ctf(a) => ctf::run(a, comm),
         Command::Reconstruct(a) => reconstruct::run(a, comm),
+        Command::ReconstructParticles(a) => reconstruct_particles::run(a, comm),
         Command::Run(a) => run::run(a, comm),
         Command::Info(a) => info::run(a, comm),
     }

@@ -137,7 +137,10 @@ impl Reconstructor {
     /// An empty reconstructor for `n³` maps (`n` even, ≥ 2) on a grid padded `pad` times
     /// (`pad ≥ 1`; 2 is RELION's default).
     pub fn new(n: usize, pad: usize) -> Self {
-        assert!(n >= 2 && n % 2 == 0, "Reconstructor: box must be even, got {n}");
+        assert!(
+            n >= 2 && n % 2 == 0,
+            "Reconstructor: box must be even, got {n}"
+        );
         let pad = pad.max(1);
         let np = n * pad;
         let len = np * np * (np / 2 + 1);
@@ -295,10 +298,13 @@ impl Reconstructor {
     pub fn finish_with(&self, fft: &Fft3, wiener: f64) -> Array3<f32> {
         let (n, np) = (self.n, self.np);
         let nh = np / 2 + 1;
-        assert_eq!(fft.shape(), (np, np, np), "Reconstructor::finish: plan shape");
+        assert_eq!(
+            fft.shape(),
+            (np, np, np),
+            "Reconstructor::finish: plan shape"
+        );
         let mut data = Array3::from_shape_vec((np, np, nh), self.data.clone()).expect("shape");
-        let mut weight =
-            Array3::from_shape_vec((np, np, nh), self.weight.clone()).expect("shape");
+        let mut weight = Array3::from_shape_vec((np, np, nh), self.weight.clone()).expect("shape");
         // Twins of the samples splatted onto the kx = 0 plane: add the conjugate mirror.
         let d0 = data.index_axis(Axis(2), 0).to_owned();
         let w0 = weight.index_axis(Axis(2), 0).to_owned();
@@ -499,8 +505,16 @@ mod tests {
         h1.add(&h2);
         let (d1, w1) = h1.buffers();
         let (d0, w0) = plain.buffers();
-        let dd = d1.iter().zip(d0).map(|(a, b)| (a - b).norm()).fold(0.0, f32::max);
-        let dw = w1.iter().zip(w0).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let dd = d1
+            .iter()
+            .zip(d0)
+            .map(|(a, b)| (a - b).norm())
+            .fold(0.0, f32::max);
+        let dw = w1
+            .iter()
+            .zip(w0)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(dd < 1e-3 && dw < 1e-3, "{dd} {dw}");
         assert_eq!(h1.data_mut().len(), 2 * h1.weight_mut().len());
         let f = fsc(plain.finish(1e-2).view(), v.view(), 10.0);

@@ -4,6 +4,6 @@
 //! Stage code here is pure (arrays in, arrays out, no files, no MPI); `pipeline/` and
 //! `cli/` do the I/O and hand a [`crate::comm::Comm`] to the reductions.
 
-pub mod weight;
 pub mod insert;
 pub mod particles2d;
+pub mod weight;

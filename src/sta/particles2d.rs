@@ -48,9 +48,7 @@ use crate::core::geometry::{
 use crate::ctf::correct::tilt_ctf;
 use crate::error::{Error, Result};
 use crate::io::mrc;
-use crate::io::relion::{
-    projection_matrices, read_particles_star, read_tomograms_global,
-};
+use crate::io::relion::{projection_matrices, read_particles_star, read_tomograms_global};
 use crate::io::star::{StarFile, StarTable};
 use crate::sta::insert::{CtfWeight, Reconstructor, Slice};
 
@@ -101,7 +99,9 @@ pub struct StackSet {
 }
 
 /// The reference frame the slices are inserted in (module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum StackFrame {
     /// RELION-5's: `M = Dz·(R·A)ᵀ` (reproduces RELION's map of these files).
@@ -127,6 +127,9 @@ pub struct InsertOptions {
     pub frame: StackFrame,
     /// Only particles of this random subset (1 or 2); `None`: all.
     pub subset: Option<usize>,
+    /// Box of the map, pixels (even); 0: the image size. Images are cropped or zero-padded
+    /// about their centre to it.
+    pub box_px: usize,
 }
 
 impl Default for InsertOptions {
@@ -139,6 +142,7 @@ impl Default for InsertOptions {
             depth: true,
             frame: StackFrame::Relion5,
             subset: None,
+            box_px: 0,
         }
     }
 }
@@ -242,8 +246,8 @@ fn read_stack_tomograms(path: &Path) -> Result<Vec<StackTomogram>> {
         })?;
         let dv = opt_f64(t, "rlnDefocusV", &bpath, b)?.unwrap_or_else(|| du.clone());
         let da = opt_f64(t, "rlnDefocusAngle", &bpath, b)?.unwrap_or_else(|| zero.clone());
-        let pre = opt_f64(t, "rlnMicrographPreExposure", &bpath, b)?
-            .unwrap_or_else(|| zero.clone());
+        let pre =
+            opt_f64(t, "rlnMicrographPreExposure", &bpath, b)?.unwrap_or_else(|| zero.clone());
         let scale = opt_f64(t, "rlnCtfScalefactor", &bpath, b)?.unwrap_or_else(|| vec![1.0; n]);
         let mut tilts = Vec::with_capacity(n);
         for (i, m) in mats.iter().enumerate() {
@@ -348,8 +352,7 @@ pub fn read_stack_set(particles: &Path, tomograms: Option<&Path>) -> Result<Stac
         .map(|v| v.iter().any(|x| *x != 0.0))
         .unwrap_or(false);
     let (pixel_a, box_px) = (px[0], size[0] as usize);
-    if px.iter().any(|p| (p - pixel_a).abs() > 1e-6) || size.iter().any(|s| *s as usize != box_px)
-    {
+    if px.iter().any(|p| (p - pixel_a).abs() > 1e-6) || size.iter().any(|s| *s as usize != box_px) {
         return Err(Error::bad_input(
             particles,
             "data_optics/_rlnImagePixelSize",
@@ -372,10 +375,10 @@ pub fn read_stack_set(particles: &Path, tomograms: Option<&Path>) -> Result<Stac
     let vis = block.str_column("rlnTomoVisibleFrames");
     let n = block.len();
     let zero = vec![0.0; n];
-    let ox = opt_f64(block, "rlnOriginXAngst", particles, "particles")?
-        .unwrap_or_else(|| zero.clone());
-    let oy = opt_f64(block, "rlnOriginYAngst", particles, "particles")?
-        .unwrap_or_else(|| zero.clone());
+    let ox =
+        opt_f64(block, "rlnOriginXAngst", particles, "particles")?.unwrap_or_else(|| zero.clone());
+    let oy =
+        opt_f64(block, "rlnOriginYAngst", particles, "particles")?.unwrap_or_else(|| zero.clone());
     let oz = opt_f64(block, "rlnOriginZAngst", particles, "particles")?.unwrap_or(zero);
     let dir = particles.parent().unwrap_or(Path::new(""));
     let mut out = Vec::with_capacity(n);
@@ -482,9 +485,7 @@ impl StackSet {
                         pixel_a: self.pixel_a,
                         ctf,
                         ctf_scale: if opts.ctf { tomo.ctf_scale[f] } else { 1.0 },
-                        exposure_e_a2: opts
-                            .dose
-                            .then_some(t.pre_exposure_e_a2 + 0.5 * t.dose_e_a2),
+                        exposure_e_a2: opts.dose.then_some(t.pre_exposure_e_a2 + 0.5 * t.dose_e_a2),
                         voltage_kv: g.optics.voltage_kv,
                     },
                 )
@@ -495,7 +496,10 @@ impl StackSet {
     /// Indices of the particles `opts.subset` selects.
     pub fn selected(&self, opts: &InsertOptions) -> Vec<usize> {
         (0..self.particles.len())
-            .filter(|&i| opts.subset.is_none_or(|s| self.particles[i].random_subset == s))
+            .filter(|&i| {
+                opts.subset
+                    .is_none_or(|s| self.particles[i].random_subset == s)
+            })
             .collect()
     }
 
@@ -521,37 +525,92 @@ impl StackSet {
     }
 }
 
-/// Insert the selected particles of `set` into a new reconstructor (parallel over particles
-/// with rayon: one reconstructor per worker, summed at the end; memory ≈ workers × the
-/// padded grid, 12 bytes per half-grid sample).
-pub fn accumulate(set: &StackSet, opts: &InsertOptions) -> Result<Reconstructor> {
+/// Window an `n × n` image to `m × m` about its centre (pixel `n/2` → `m/2`): crop or
+/// zero-pad.
+fn window(img: ndarray::ArrayView2<f32>, m: usize) -> ndarray::Array2<f32> {
+    let n = img.dim().0;
+    let off = (m / 2) as isize - (n / 2) as isize;
+    let mut out = ndarray::Array2::zeros((m, m));
+    for y in 0..m {
+        let sy = y as isize - off;
+        if sy < 0 || sy >= n as isize {
+            continue;
+        }
+        for x in 0..m {
+            let sx = x as isize - off;
+            if sx >= 0 && sx < n as isize {
+                out[[y, x]] = img[[sy as usize, sx as usize]];
+            }
+        }
+    }
+    out
+}
+
+impl InsertOptions {
+    /// The map box for images of `n` pixels.
+    pub fn map_box(&self, n: usize) -> usize {
+        if self.box_px == 0 {
+            n
+        } else {
+            self.box_px
+        }
+    }
+}
+
+/// Insert particles `which` (indices into `set.particles`) into a new reconstructor
+/// (parallel over particles with rayon: one reconstructor per worker, summed at the end;
+/// memory ≈ workers × the padded grid, 12 bytes per half-grid sample). Each MPI rank
+/// inserts its share; the sums are then allreduced ([`Reconstructor::data_mut`],
+/// [`Reconstructor::weight_mut`]).
+pub fn accumulate_particles(
+    set: &StackSet,
+    opts: &InsertOptions,
+    which: &[usize],
+) -> Result<Reconstructor> {
     let n = set.box_px;
-    let sel = set.selected(opts);
-    let total = sel
+    let m = opts.map_box(n);
+    if m < 2 || m % 2 != 0 {
+        return Err(Error::Config(format!(
+            "box {m}: the map box must be even and at least 2 (images are {n} px)"
+        )));
+    }
+    let off = (m / 2) as f64 - (n / 2) as f64;
+    let total = which
         .par_iter()
         .try_fold(
             || {
-                let r = Reconstructor::new(n, opts.pad);
+                let r = Reconstructor::new(m, opts.pad);
                 let ws = r.inserter();
                 (r, ws)
             },
             |(mut r, mut ws), &p| -> Result<_> {
                 let stack = set.read_stack(p)?;
-                for (f, s) in set.slices(p, opts) {
-                    r.insert(&mut ws, stack.index_axis(ndarray::Axis(0), f), &s);
+                for (f, mut s) in set.slices(p, opts) {
+                    let img = stack.index_axis(ndarray::Axis(0), f);
+                    if m == n {
+                        r.insert(&mut ws, img, &s);
+                    } else {
+                        s.centre_px = [s.centre_px[0] + off, s.centre_px[1] + off];
+                        r.insert(&mut ws, window(img, m).view(), &s);
+                    }
                 }
                 Ok((r, ws))
             },
         )
         .map(|r| r.map(|(rec, _)| rec))
         .try_reduce(
-            || Reconstructor::new(n, opts.pad),
+            || Reconstructor::new(m, opts.pad),
             |mut a, b| {
                 a.add(&b);
                 Ok(a)
             },
         )?;
     Ok(total)
+}
+
+/// [`accumulate_particles`] over the particles `opts.subset` selects.
+pub fn accumulate(set: &StackSet, opts: &InsertOptions) -> Result<Reconstructor> {
+    accumulate_particles(set, opts, &set.selected(opts))
 }
 
 /// Reconstruct the map (`box³`, `[z, y, x]`, pixel [`StackSet::pixel_a`]) of the selected

@@ -311,3 +311,161 @@ fn reconstruct_particles_cli_writes_a_valid_mrc_on_one_and_two_ranks() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `relion_reconstruct` (RELION 3.1, apt) on the same tilt images as 2D particles, or None
+/// (SKIP) when it is not installed and LAMELLA_REQUIRE_PEERS is not 1.
+fn relion_reconstruct() -> Option<std::process::Command> {
+    let found = std::process::Command::new("relion_reconstruct")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        if std::env::var("LAMELLA_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("relion_reconstruct not found (apt-get install relion)");
+        }
+        eprintln!("SKIP: relion_reconstruct (RELION 3.1) not installed");
+        return None;
+    }
+    Some(std::process::Command::new("relion_reconstruct"))
+}
+
+/// Peer: RELION 3.1's `relion_reconstruct --ctf` (Fourier insertion with its own gridding)
+/// on the same 1430 tilt images written as 2D particles, with the proper rotation
+/// `A_total = R·A` as Euler angles (lamella frame), the per-image defocus at the particle's
+/// depth, `rlnCtfScalefactor` and `rlnCtfDataAreCtfPremultiplied 1`. Our reconstruction
+/// with the same inputs (lamella frame, no dose filter, which RELION 3.1 does not apply)
+/// must agree with it to FSC > 0.97 up to 1/37 Å (masked).
+#[test]
+fn agrees_with_relion_3_reconstruct_on_the_same_images() {
+    use lamella::core::geometry::{matrix_to_euler_zyz, transpose};
+    use lamella::io::star::{StarBlock, StarFile, StarTable};
+    use lamella::sta::insert::CtfWeight;
+    let Some(mut peer) = relion_reconstruct() else {
+        return;
+    };
+    let dir = common::shared_data().join(DIR);
+    let set = read_stack_set(&dir.join(PARTICLES), None).unwrap();
+    let opts = InsertOptions {
+        frame: StackFrame::Lamella,
+        dose: false,
+        ..InsertOptions::default()
+    };
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sta_real_warptools_relion3");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut images = Vec::new();
+    let mut table = StarTable::new(&[
+        "rlnImageName",
+        "rlnAngleRot",
+        "rlnAngleTilt",
+        "rlnAnglePsi",
+        "rlnDefocusU",
+        "rlnDefocusV",
+        "rlnDefocusAngle",
+        "rlnCtfScalefactor",
+        "rlnOpticsGroup",
+    ]);
+    for p in 0..set.particles.len() {
+        let stack = set.read_stack(p).unwrap();
+        for (f, s) in set.slices(p, &opts) {
+            images.push(stack.index_axis(ndarray::Axis(0), f).to_owned());
+            let (rot, tilt, psi) = matrix_to_euler_zyz(&transpose(&s.to_reference));
+            let CtfWeight::Premultiplied(c) = s.ctf else {
+                panic!("premultiplied data expected")
+            };
+            table.push_row(vec![
+                format!("{:06}@images.mrcs", images.len()),
+                format!("{rot:.6}"),
+                format!("{tilt:.6}"),
+                format!("{psi:.6}"),
+                format!("{:.3}", c.defocus_u_a),
+                format!("{:.3}", c.defocus_v_a),
+                format!("{:.3}", c.astig_angle_deg),
+                format!("{:.5}", s.ctf_scale),
+                "1".into(),
+            ]);
+        }
+    }
+    let views: Vec<_> = images.iter().map(|i| i.view()).collect();
+    let stack = ndarray::stack(ndarray::Axis(0), &views).unwrap();
+    mrc::write(
+        &out.join("images.mrcs"),
+        stack.view(),
+        12.0,
+        MrcKind::ImageStack,
+    )
+    .unwrap();
+    let g = &set.tomograms[0].geometry.optics;
+    let mut optics = StarTable::new(&[
+        "rlnOpticsGroup",
+        "rlnOpticsGroupName",
+        "rlnVoltage",
+        "rlnSphericalAberration",
+        "rlnAmplitudeContrast",
+        "rlnImagePixelSize",
+        "rlnImageSize",
+        "rlnImageDimensionality",
+        "rlnCtfDataAreCtfPremultiplied",
+    ]);
+    optics.push_row(
+        [
+            "1",
+            "opticsGroup1",
+            &g.voltage_kv.to_string(),
+            &g.cs_mm.to_string(),
+            &g.amplitude_contrast.to_string(),
+            "12.0",
+            "32",
+            "2",
+            "1",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let block = |name: &str, t: StarTable| {
+        let mut b = StarBlock::new(name);
+        b.table = Some(t);
+        b
+    };
+    StarFile {
+        blocks: vec![block("optics", optics), block("particles", table)],
+    }
+    .write(&out.join("images.star"))
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let o = peer
+        .current_dir(&out)
+        .args([
+            "--i",
+            "images.star",
+            "--o",
+            "relion3.mrc",
+            "--ctf",
+            "--angpix",
+            "12",
+        ])
+        .output()
+        .unwrap();
+    let t_peer = t0.elapsed().as_secs_f64();
+    common::ok(o, "relion_reconstruct");
+    let t0 = std::time::Instant::now();
+    let ours = reconstruct(&set, &opts).unwrap();
+    let t_ours = t0.elapsed().as_secs_f64();
+    let r3 = mrc::read(&out.join("relion3.mrc")).unwrap().data;
+    let mask = soft_sphere(32, 12.0, 4.0);
+    let fm = masked_fsc(&ours, &r3, &mask, 12.0);
+    let fu = fsc(ours.view(), r3.view(), 12.0);
+    println!(
+        "{} images; relion_reconstruct {t_peer:.2} s wall, lamella {t_ours:.2} s (debug build)",
+        images.len()
+    );
+    for i in 0..fm.fsc.len() {
+        println!(
+            "{i:>4} {:>7.1} Å  masked {:.4}  unmasked {:.4}",
+            1.0 / fm.s_per_a[i],
+            fm.fsc[i],
+            fu.fsc[i]
+        );
+    }
+    assert!(fm.fsc[1..11].iter().all(|&x| x > 0.97), "{:?}", fm.fsc);
+    assert!(fm.fsc[11..14].iter().all(|&x| x > 0.85), "{:?}", fm.fsc);
+}

@@ -575,8 +575,12 @@ pub fn accumulate_particles(
         )));
     }
     let off = (m / 2) as f64 - (n / 2) as f64;
+    // One contiguous chunk per worker, so only as many grids are made (and summed) as there
+    // are workers.
+    let chunk = which.len().div_ceil(rayon::current_num_threads()).max(1);
     let total = which
         .par_iter()
+        .with_min_len(chunk)
         .try_fold(
             || {
                 let r = Reconstructor::new(m, opts.pad);

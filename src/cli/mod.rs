@@ -7,6 +7,7 @@ pub mod info;
 pub mod logging;
 pub mod motioncorr;
 pub mod reconstruct;
+pub mod reconstruct_particles;
 pub mod run;
 pub mod simulate;
 pub mod sta;
@@ -109,6 +110,9 @@ pub enum Command {
     /// Subtomogram averaging: gold-standard refinement of particle poses, Fourier-space
     /// averages with one MPI allreduce per iteration, FSC, classes.
     Sta(sta::Args),
+    /// Reconstruct a map from particles exported as 2D tilt stacks (RELION-5 / WarpTools)
+    /// with their poses, by Fourier insertion with CTF and dose weights.
+    ReconstructParticles(reconstruct_particles::Args),
     /// Run the pipeline described by a TOML config (MPI-parallel over tilt series).
     Run(run::Args),
     /// Print devices, MPI ranks, threads and library versions.
@@ -124,6 +128,7 @@ pub fn dispatch(cli: &Cli, comm: &dyn Comm) -> anyhow::Result<i32> {
         Command::Ctf(a) => ctf::run(a, comm),
         Command::Reconstruct(a) => reconstruct::run(a, comm),
         Command::Sta(a) => sta::run(a, comm),
+        Command::ReconstructParticles(a) => reconstruct_particles::run(a, comm),
         Command::Run(a) => run::run(a, comm),
         Command::Info(a) => info::run(a, comm),
     }

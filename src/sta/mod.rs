@@ -8,6 +8,8 @@ pub mod align;
 pub mod average;
 pub mod extract;
 pub mod fsc;
+pub mod insert;
 pub mod mask;
+pub mod particles2d;
 pub mod refine;
 pub mod weight;

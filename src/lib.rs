@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod recon;
 pub mod report;
 pub mod sim;
+pub mod pick;
 pub mod sta;
 
 pub use error::{Error, Result};

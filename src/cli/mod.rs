@@ -6,6 +6,7 @@ pub mod ctf;
 pub mod info;
 pub mod logging;
 pub mod motioncorr;
+pub mod pick;
 pub mod reconstruct;
 pub mod run;
 pub mod simulate;
@@ -105,6 +106,9 @@ pub enum Command {
     /// Reconstruct a tomogram from an MRC stack and IMOD .tlt (+ .xf) by WBP or SIRT, at several
     /// binnings, in slabs when needed.
     Reconstruct(reconstruct::Args),
+    /// Pick particles in a tomogram by template matching (FLCF, uniform rotation search,
+    /// rotations shared over MPI ranks): score/angle maps, RELION-5 STAR, Dynamo .tbl.
+    Pick(pick::Args),
     /// Run the pipeline described by a TOML config (MPI-parallel over tilt series).
     Run(run::Args),
     /// Print devices, MPI ranks, threads and library versions.
@@ -119,6 +123,7 @@ pub fn dispatch(cli: &Cli, comm: &dyn Comm) -> anyhow::Result<i32> {
         Command::Align(a) => align::run(a, comm),
         Command::Ctf(a) => ctf::run(a, comm),
         Command::Reconstruct(a) => reconstruct::run(a, comm),
+        Command::Pick(a) => pick::run(a, comm),
         Command::Run(a) => run::run(a, comm),
         Command::Info(a) => info::run(a, comm),
     }

@@ -7,11 +7,12 @@
 //! combined by a max-reduction), and peaks above a false-alarm threshold are taken with
 //! non-maximum suppression ([`peaks`]). [`evaluate`] scores picks against a known truth.
 //!
-//! Stage code here is pure (arrays in, arrays out, no files); `cli/pick.rs` and
-//! `pipeline/pick.rs` do the I/O.
+//! The search is pure (arrays in, arrays out); [`output`] writes the files (maps, STAR,
+//! Dynamo table, JSON) that `cli/pick.rs` and `pipeline/pick.rs` ask for.
 
 pub mod evaluate;
 pub mod flcf;
+pub mod output;
 pub mod peaks;
 pub mod template;
 

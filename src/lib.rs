@@ -14,11 +14,11 @@ pub mod device;
 pub mod error;
 pub mod io;
 pub mod motion;
+pub mod pick;
 pub mod pipeline;
 pub mod recon;
 pub mod report;
 pub mod sim;
-pub mod pick;
 pub mod sta;
 
 pub use error::{Error, Result};

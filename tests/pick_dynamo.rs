@@ -35,7 +35,10 @@ fn reads_real_dynamo_tables() {
     assert_eq!(t[1].0.len(), 41);
     assert_eq!(t[1].tag(), 4);
     assert_eq!(t[1].col(27), 0.0); // "0+1.2074e-06i"
-    assert_eq!(t[1].centre_px(), [1006.9 - 1.4208, 751.05 + 0.58177, 641.53 + 0.57748]);
+    assert_eq!(
+        t[1].centre_px(),
+        [1006.9 - 1.4208, 751.05 + 0.58177, 641.53 + 0.57748]
+    );
 
     // round trip through our writer keeps every column
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pick_dynamo.tbl");

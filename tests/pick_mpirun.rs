@@ -34,7 +34,15 @@ fn prepare(dir: &Path) -> (PathBuf, PathBuf, Vec<[f64; 3]>) {
         wiener_snr: 3.0,
     };
     let tomo = dir.join("pickcli.mrc");
-    match reconstruct(s.stack.view(), &s.geometry, &spec, &Device::Cpu, &[tomo.clone()]).unwrap() {
+    match reconstruct(
+        s.stack.view(),
+        &s.geometry,
+        &spec,
+        &Device::Cpu,
+        &[tomo.clone()],
+    )
+    .unwrap()
+    {
         ReconstructOutcome::Complete(_) => {}
         ReconstructOutcome::Interrupted(i) => panic!("{i}"),
     }
@@ -76,7 +84,10 @@ fn pick_is_identical_on_1_and_3_ranks() {
     let (tomo, tlt, truth) = prepare(&dir);
     let one = dir.join("one");
     let text = ok(
-        lamella().args(pick_args(&tomo, &tlt, &one)).output().unwrap(),
+        lamella()
+            .args(pick_args(&tomo, &tlt, &one))
+            .output()
+            .unwrap(),
         "lamella pick",
     );
     eprintln!("{text}");
@@ -88,8 +99,15 @@ fn pick_is_identical_on_1_and_3_ranks() {
             ((t[0] - p[0]).powi(2) + (t[1] - p[1]).powi(2) + (t[2] - p[2]).powi(2)).sqrt() < 30.0
         })
     };
-    let hits = picks.iter().filter(|p| near(&p.centered_coordinate_a)).count();
-    eprintln!("{} picks, {hits} on the {} particles", picks.len(), truth.len());
+    let hits = picks
+        .iter()
+        .filter(|p| near(&p.centered_coordinate_a))
+        .count();
+    eprintln!(
+        "{} picks, {hits} on the {} particles",
+        picks.len(),
+        truth.len()
+    );
     assert_eq!(hits, truth.len(), "{picks:?}\n{truth:?}");
     assert!(picks.len() <= truth.len() + 1, "{} picks", picks.len());
     assert!(one.join("pickcli_particles.tbl").is_file());

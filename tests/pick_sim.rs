@@ -59,12 +59,11 @@ fn simulate(copies: usize, n: usize, vesicles: usize, seed: u64, invert: bool) -
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pick_sim");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(format!("tomo_{seed}_{vesicles}_{invert}.mrc"));
-    let tomogram = match reconstruct(s.stack.view(), &s.geometry, &spec, &Device::Cpu, &[out])
-        .unwrap()
-    {
-        ReconstructOutcome::Complete(mut v) => v.remove(0).volume.unwrap(),
-        ReconstructOutcome::Interrupted(i) => panic!("{i}"),
-    };
+    let tomogram =
+        match reconstruct(s.stack.view(), &s.geometry, &spec, &Device::Cpu, &[out]).unwrap() {
+            ReconstructOutcome::Complete(mut v) => v.remove(0).volume.unwrap(),
+            ReconstructOutcome::Interrupted(i) => panic!("{i}"),
+        };
     let truth = s
         .truth
         .particles
@@ -135,7 +134,12 @@ fn pick_and_score(sim: &Simulated) -> lamella::pick::evaluate::PickAccuracy {
                 format!("{w} at {d:.0} Å (r {rad:.0})")
             })
             .collect();
-        eprintln!("pick {:?} score {:.3}; {}", p.position_a, p.score, d.join(", "));
+        eprintln!(
+            "pick {:?} score {:.3}; {}",
+            p.position_a,
+            p.score,
+            d.join(", ")
+        );
     }
     acc
 }

@@ -89,7 +89,12 @@ pub struct Args {
 }
 
 /// The tilt geometry of the tomogram from the .tlt or STAR (None without either).
-fn geometry(a: &Args, nx: usize, ny: usize, pixel_a: f64) -> crate::Result<Option<TiltSeriesGeometry>> {
+fn geometry(
+    a: &Args,
+    nx: usize,
+    ny: usize,
+    pixel_a: f64,
+) -> crate::Result<Option<TiltSeriesGeometry>> {
     if let Some(star) = &a.tilt_series_star {
         return relion::read_tilt_series_star(star, nx, ny, pixel_a).map(Some);
     }
@@ -160,7 +165,9 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
     }
     let geom = geometry(a, nx, ny, pixel_a)?;
     if geom.is_none() {
-        tracing::warn!("no --tlt or --tilt-series-star: the template is not weighted by a missing wedge");
+        tracing::warn!(
+            "no --tlt or --tilt-series-star: the template is not weighted by a missing wedge"
+        );
     }
     let has_defocus = a.tilt_series_star.is_some() || a.defocus.is_some();
     let ctf = match &a.ctf {
@@ -230,9 +237,22 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
         .unwrap_or_default();
     let mut summary = PickSummary::of(&r, &template_name, 1, template.size(), &params, comm.size());
     let range = tilt_range(geom.as_ref());
-    let files = output::write_outputs(&a.out, &name, &r, pixel_a, template.size(), 1, range, &summary)?;
+    let files = output::write_outputs(
+        &a.out,
+        &name,
+        &r,
+        pixel_a,
+        template.size(),
+        1,
+        range,
+        &summary,
+    )?;
     let h5 = a.out.join(format!("{name}_picking.h5"));
-    container::write_picking_file(&h5, &name, &output::record(&r, &template_name, 1, pixel_a, &params))?;
+    container::write_picking_file(
+        &h5,
+        &name,
+        &output::record(&r, &template_name, 1, pixel_a, &params),
+    )?;
     summary.files = files
         .all()
         .iter()
@@ -261,8 +281,14 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
 pub fn tilt_range(geom: Option<&TiltSeriesGeometry>) -> [f64; 2] {
     match geom {
         Some(g) if !g.tilts.is_empty() => [
-            g.tilts.iter().map(|t| t.tilt_deg).fold(f64::INFINITY, f64::min),
-            g.tilts.iter().map(|t| t.tilt_deg).fold(f64::NEG_INFINITY, f64::max),
+            g.tilts
+                .iter()
+                .map(|t| t.tilt_deg)
+                .fold(f64::INFINITY, f64::min),
+            g.tilts
+                .iter()
+                .map(|t| t.tilt_deg)
+                .fold(f64::NEG_INFINITY, f64::max),
         ],
         _ => [-60.0, 60.0],
     }

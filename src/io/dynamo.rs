@@ -132,9 +132,9 @@ fn parse_number(tok: &str) -> Option<f64> {
     let t = tok.strip_suffix('i').or_else(|| tok.strip_suffix('j'))?;
     // split at the sign that starts the imaginary part (not one after an exponent 'e')
     let bytes = t.as_bytes();
-    let at = (1..bytes.len())
-        .rev()
-        .find(|&k| (bytes[k] == b'+' || bytes[k] == b'-') && !matches!(bytes[k - 1], b'e' | b'E'))?;
+    let at = (1..bytes.len()).rev().find(|&k| {
+        (bytes[k] == b'+' || bytes[k] == b'-') && !matches!(bytes[k - 1], b'e' | b'E')
+    })?;
     let re = t[..at].parse::<f64>().ok()?;
     t[at..].parse::<f64>().ok()?;
     Some(re)
@@ -187,17 +187,16 @@ pub fn read_table(path: &Path) -> Result<Vec<DynamoRow>> {
 pub fn write_table(path: &Path, rows: &[DynamoRow]) -> Result<()> {
     write_atomic(path, |w| {
         for r in rows {
-            let line: Vec<String> = r
-                .0
-                .iter()
-                .map(|&v| {
-                    if v == v.trunc() && v.abs() < 1e15 {
-                        format!("{}", v as i64)
-                    } else {
-                        format!("{v}")
-                    }
-                })
-                .collect();
+            let line: Vec<String> =
+                r.0.iter()
+                    .map(|&v| {
+                        if v == v.trunc() && v.abs() < 1e15 {
+                            format!("{}", v as i64)
+                        } else {
+                            format!("{v}")
+                        }
+                    })
+                    .collect();
             writeln!(w, "{}", line.join(" "))?;
         }
         Ok(())
@@ -223,7 +222,9 @@ mod tests {
         let r = DynamoRow::new(7, 2, 1, [10.0, 20.0, 30.0], &a, 0.4321, [-60.0, 60.0]);
         // the published equivalent pair (docs/conventions.md)
         let [t, tl, n] = r.angles_deg();
-        assert!((t + 47.273).abs() < 1e-3 && (tl - 1.1777).abs() < 1e-3 && (n + 132.3).abs() < 1e-3);
+        assert!(
+            (t + 47.273).abs() < 1e-3 && (tl - 1.1777).abs() < 1e-3 && (n + 132.3).abs() < 1e-3
+        );
         let dir = std::env::temp_dir().join(format!("lamella_dynamo_{}", std::process::id()));
         let p = dir.join("t.tbl");
         write_table(&p, std::slice::from_ref(&r)).unwrap();

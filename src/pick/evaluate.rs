@@ -77,8 +77,16 @@ pub fn evaluate(picks: &[Posed], truth: &[Posed], tolerance_a: f64, sym: &[Mat3]
         n_truth: truth.len(),
         n_picked: picks.len(),
         n_matched: m,
-        recall: if truth.is_empty() { 1.0 } else { m as f64 / truth.len() as f64 },
-        precision: if picks.is_empty() { 1.0 } else { m as f64 / picks.len() as f64 },
+        recall: if truth.is_empty() {
+            1.0
+        } else {
+            m as f64 / truth.len() as f64
+        },
+        precision: if picks.is_empty() {
+            1.0
+        } else {
+            m as f64 / picks.len() as f64
+        },
         tolerance_a,
         median_distance_a: if m > 0 { median(&dists) } else { f64::NAN },
         median_angle_deg: if m > 0 { median(&angles) } else { f64::NAN },
@@ -105,6 +113,10 @@ mod tests {
         assert!((a.recall - 0.5).abs() < 1e-12);
         assert!((a.precision - 0.5).abs() < 1e-12);
         assert!((a.median_distance_a - 4.0).abs() < 1e-9);
-        assert!((a.median_angle_deg - 15.0).abs() < 1e-9, "{:?}", a.angle_errors_deg);
+        assert!(
+            (a.median_angle_deg - 15.0).abs() < 1e-9,
+            "{:?}",
+            a.angle_errors_deg
+        );
     }
 }

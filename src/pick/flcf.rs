@@ -194,7 +194,11 @@ impl Matcher {
             .and(&self.mask)
             .for_each(|v, &m| *v = (*v - mean as f32) * m);
         let ss: f64 = t.iter().map(|&v| (v as f64) * (v as f64)).sum();
-        let scale = if ss > 0.0 { (p / ss).sqrt() as f32 } else { 0.0 };
+        let scale = if ss > 0.0 {
+            (p / ss).sqrt() as f32
+        } else {
+            0.0
+        };
         t.mapv_inplace(|v| v * scale);
         t
     }
@@ -374,8 +378,7 @@ mod tests {
         let p: f64 = mask.iter().map(|&v| v as f64).sum();
         let (z0, y0, x0) = (5usize, 9usize, 30usize);
         let mean = tomo.iter().map(|&v| v as f64).sum::<f64>() / tomo.len() as f64;
-        let sd = (tomo.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()
-            / tomo.len() as f64)
+        let sd = (tomo.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / tomo.len() as f64)
             .sqrt();
         let f = |z: isize, y: isize, x: isize| {
             let v = tomo[[

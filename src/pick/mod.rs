@@ -173,12 +173,8 @@ pub fn pick_tomogram(
     let edge = params.edge_px.unwrap_or((radius_px / 2.0).ceil() as usize);
     let (nz, ny, nx) = shape;
     let pickable = Array3::from_shape_fn(shape, |(z, y, x)| {
-        let inside = z >= edge
-            && y >= edge
-            && x >= edge
-            && z + edge < nz
-            && y + edge < ny
-            && x + edge < nx;
+        let inside =
+            z >= edge && y >= edge && x >= edge && z + edge < nz && y + edge < ny && x + edge < nx;
         inside && region.is_none_or(|r| r[[z, y, x]])
     });
     let sigma = peaks::score_sigma(&maps.scores, Some(&pickable));

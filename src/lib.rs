@@ -14,6 +14,7 @@ pub mod device;
 pub mod error;
 pub mod io;
 pub mod motion;
+pub mod pick;
 pub mod pipeline;
 pub mod recon;
 pub mod report;

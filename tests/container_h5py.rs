@@ -72,6 +72,7 @@ fn record(name: &str) -> SeriesRecord {
         alignment: Some(alignment(&geometry_copy)),
         motion: None,
         ctf: None,
+        picking: None,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod ctf;
 pub mod info;
 pub mod logging;
 pub mod motioncorr;
+pub mod pick;
 pub mod reconstruct;
 pub mod reconstruct_particles;
 pub mod run;
@@ -107,6 +108,9 @@ pub enum Command {
     /// Reconstruct a tomogram from an MRC stack and IMOD .tlt (+ .xf) by WBP or SIRT, at several
     /// binnings, in slabs when needed.
     Reconstruct(reconstruct::Args),
+    /// Pick particles in a tomogram by template matching (FLCF, uniform rotation search,
+    /// rotations shared over MPI ranks): score/angle maps, RELION-5 STAR, Dynamo .tbl.
+    Pick(pick::Args),
     /// Subtomogram averaging: gold-standard refinement of particle poses, Fourier-space
     /// averages with one MPI allreduce per iteration, FSC, classes.
     Sta(sta::Args),
@@ -127,6 +131,7 @@ pub fn dispatch(cli: &Cli, comm: &dyn Comm) -> anyhow::Result<i32> {
         Command::Align(a) => align::run(a, comm),
         Command::Ctf(a) => ctf::run(a, comm),
         Command::Reconstruct(a) => reconstruct::run(a, comm),
+        Command::Pick(a) => pick::run(a, comm),
         Command::Sta(a) => sta::run(a, comm),
         Command::ReconstructParticles(a) => reconstruct_particles::run(a, comm),
         Command::Run(a) => run::run(a, comm),

@@ -97,6 +97,57 @@ pub struct SeriesRecord {
     /// The CTF fit, when a CTF stage ran: written as the `ctf` table with attributes `hand`,
     /// `hand_evidence`, `hand_tilts`.
     pub ctf: Option<crate::ctf::stage::CtfTable>,
+    /// The template-matching result, when a pick stage ran: the `picking` group.
+    pub picking: Option<PickingRecord>,
+}
+
+/// The template matching of one tomogram (`/tilt_series/<name>/picking`, docs/container.md).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PickingRecord {
+    /// Binning of the searched tomogram.
+    pub bin: usize,
+    /// Its voxel size, Å.
+    pub pixel_a: f64,
+    /// The template (file name, or the simulated structure's name).
+    pub template: String,
+    /// Angular step, degrees.
+    pub angular_step_deg: f64,
+    /// Expected false picks that set the threshold.
+    pub n_false_alarms: f64,
+    /// Particle radius (mask and suppression), Å.
+    pub radius_a: f64,
+    /// σ of the score map.
+    pub sigma: f64,
+    /// Score threshold used.
+    pub threshold: f64,
+    /// Best FLCF score per voxel, `[z, y, x]`.
+    pub scores: Array3<f32>,
+    /// Index into `rotations_zyz_deg` of the best rotation per voxel (−1: none).
+    pub rotation_index: Array3<i32>,
+    /// The searched rotations, RELION ZYZ `(rot, tilt, psi)` degrees.
+    pub rotations_zyz_deg: Vec<[f64; 3]>,
+    /// The picks, strongest first.
+    pub particles: Vec<PickRow>,
+}
+
+/// One row of `/tilt_series/<name>/picking/particles`.
+#[derive(H5Type, Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct PickRow {
+    /// Position about the tomogram centre, Å.
+    pub x_a: f64,
+    /// Position about the tomogram centre, Å.
+    pub y_a: f64,
+    /// Position about the tomogram centre, Å.
+    pub z_a: f64,
+    /// RELION rot, degrees.
+    pub rot_deg: f64,
+    /// RELION tilt, degrees.
+    pub tilt_deg: f64,
+    /// RELION psi, degrees.
+    pub psi_deg: f64,
+    /// FLCF score.
+    pub score: f64,
 }
 
 /// The per-frame shifts of a motion-corrected series (`/tilt_series/<name>/motion`).
@@ -388,6 +439,9 @@ pub fn write_series_file(path: &Path, rec: &SeriesRecord) -> Result<()> {
         if let Some(m) = &rec.motion {
             write_motion(path, &g, &gpath, m)?;
         }
+        if let Some(p) = &rec.picking {
+            write_picking(path, &g, &gpath, p)?;
+        }
         // `complete` last: a reader that sees it knows everything above was written.
         AttrWriter {
             path,
@@ -636,6 +690,77 @@ fn write_motion(path: &Path, g: &Group, gpath: &str, m: &MotionTable) -> Result<
         .create("frames")
         .map(|_| ())
         .map_err(h5err(path, &format!("writing {full}/frames")))
+}
+
+fn write_picking(path: &Path, g: &Group, gpath: &str, p: &PickingRecord) -> Result<()> {
+    let full = format!("{gpath}/picking");
+    let pg = g
+        .create_group("picking")
+        .map_err(h5err(path, &format!("creating group {full}")))?;
+    let a = AttrWriter {
+        path,
+        loc: &pg,
+        obj: &full,
+    };
+    a.u64("bin", p.bin)?;
+    a.f64("pixel_a", p.pixel_a)?;
+    a.str("template", &p.template)?;
+    a.f64("angular_step_deg", p.angular_step_deg)?;
+    a.u64("n_rotations", p.rotations_zyz_deg.len())?;
+    a.f64("n_false_alarms", p.n_false_alarms)?;
+    a.f64("radius_a", p.radius_a)?;
+    a.f64("sigma", p.sigma)?;
+    a.f64("threshold", p.threshold)?;
+    a.str("axes", "zyx")?;
+    pg.new_dataset_builder()
+        .chunk(tomogram_chunk(p.scores.shape()))
+        .with_data(p.scores.view())
+        .create("scores")
+        .map_err(h5err(path, &format!("writing {full}/scores")))?;
+    pg.new_dataset_builder()
+        .chunk(tomogram_chunk(p.rotation_index.shape()))
+        .with_data(p.rotation_index.view())
+        .create("rotation_index")
+        .map_err(h5err(path, &format!("writing {full}/rotation_index")))?;
+    let rots = ndarray::Array2::from_shape_fn((p.rotations_zyz_deg.len(), 3), |(i, k)| {
+        p.rotations_zyz_deg[i][k]
+    });
+    pg.new_dataset_builder()
+        .with_data(rots.view())
+        .create("rotations")
+        .map_err(h5err(path, &format!("writing {full}/rotations")))?;
+    pg.new_dataset_builder()
+        .with_data(&Array1::from(p.particles.clone()))
+        .create("particles")
+        .map(|_| ())
+        .map_err(h5err(path, &format!("writing {full}/particles")))
+}
+
+/// Write a file holding only `/tilt_series/<name>/picking` (for `lamella pick`), atomically.
+pub fn write_picking_file(path: &Path, name: &str, p: &PickingRecord) -> Result<()> {
+    check_component(path, "name", name)?;
+    write_h5_atomic(path, |file| {
+        let gpath = series_group(name);
+        let g = file
+            .create_group(&gpath)
+            .map_err(h5err(path, &format!("creating group {gpath}")))?;
+        write_picking(path, &g, &gpath, p)?;
+        AttrWriter {
+            path,
+            loc: &g,
+            obj: &gpath,
+        }
+        .scalar("complete", &true)
+    })
+}
+
+/// The picks stored in `/tilt_series/<name>/picking/particles` of `path`.
+pub fn read_picks(path: &Path, name: &str) -> Result<Vec<PickRow>> {
+    let file = open_file(path)?;
+    let dpath = format!("{}/picking/particles", series_group(name));
+    file.dataset(&dpath)
+        .and_then(|d| d.read_raw::<PickRow>())
+        .map_err(h5err(path, &format!("reading {dpath}")))
 }
 
 fn write_stage(path: &Path, g: &Group, gpath: &str, s: &StageRecord) -> Result<()> {
@@ -931,6 +1056,7 @@ mod tests {
                 hand_evidence: -0.125,
                 hand_tilts: 2,
             }),
+            picking: None,
         }
     }
 
@@ -1079,5 +1205,36 @@ mod tests {
         std::fs::write(&p, b"not hdf5").unwrap();
         let e = read_series_stage(&p, "a", "reconstruct").unwrap_err();
         assert!(e.to_string().contains("a.h5"), "{e}");
+    }
+
+    #[test]
+    fn picking_file_round_trips_the_picks() {
+        let dir = std::env::temp_dir().join(format!("lamella_pickh5_{}", std::process::id()));
+        let path = dir.join("p.h5");
+        let rec = PickingRecord {
+            bin: 2,
+            pixel_a: 20.0,
+            template: "6z6u.pdb".into(),
+            angular_step_deg: 30.0,
+            n_false_alarms: 1.0,
+            radius_a: 70.0,
+            sigma: 0.03,
+            threshold: 0.2,
+            scores: Array3::from_elem((3, 4, 5), 0.5),
+            rotation_index: Array3::from_elem((3, 4, 5), 7),
+            rotations_zyz_deg: vec![[1.0, 2.0, 3.0]; 8],
+            particles: vec![PickRow {
+                x_a: 1.0,
+                y_a: -2.0,
+                z_a: 3.0,
+                rot_deg: 10.0,
+                tilt_deg: 20.0,
+                psi_deg: 30.0,
+                score: 0.5,
+            }],
+        };
+        write_picking_file(&path, "ts_a", &rec).unwrap();
+        assert_eq!(read_picks(&path, "ts_a").unwrap(), rec.particles);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod atomic;
 pub mod container;
+pub mod dynamo;
 pub mod imod;
 pub mod mdoc;
 pub mod mrc;

@@ -540,6 +540,7 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         alignment: aligned.as_ref().map(|a| a.report.clone()),
         motion: moved.as_ref().map(|m| m.table.clone()),
         ctf: ctf.as_ref().map(|c| c.0.table.clone()),
+        picking: None,
     };
     let summary = SeriesSummary {
         name: job.name.clone(),

@@ -39,7 +39,7 @@ fn prepare(dir: &Path) -> (PathBuf, PathBuf, Vec<[f64; 3]>) {
         &s.geometry,
         &spec,
         &Device::Cpu,
-        &[tomo.clone()],
+        std::slice::from_ref(&tomo),
     )
     .unwrap()
     {

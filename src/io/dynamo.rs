@@ -117,8 +117,8 @@ impl DynamoRow {
         r.set(15, tilt_range_deg[1]);
         r.set(20, tomo as f64);
         r.set(22, class as f64);
-        for k in 0..3 {
-            r.set(24 + k, voxel_xyz[k] + 1.0);
+        for (k, v) in voxel_xyz.iter().enumerate() {
+            r.set(24 + k, v + 1.0);
         }
         r
     }

@@ -6,6 +6,14 @@ use ndarray::{Array3, ArrayView2, ArrayView3, Axis};
 
 use super::geometry::Mat3;
 
+/// The index `[z, y, x]` of the signed voxel position `(z, y, x)` when it lies inside an
+/// array of shape `dim` `(nz, ny, nx)`, else `None`.
+#[inline]
+pub fn index3(z: i64, y: i64, x: i64, dim: (usize, usize, usize)) -> Option<[usize; 3]> {
+    let ok = |v: i64, n: usize| v >= 0 && (v as usize) < n;
+    (ok(z, dim.0) && ok(y, dim.1) && ok(x, dim.2)).then_some([z as usize, y as usize, x as usize])
+}
+
 /// Bilinear sample of `img` `[y, x]` at `(y, x)`; 0 outside `[0, n-1]`.
 #[inline]
 pub fn bilinear(img: &ArrayView2<f32>, y: f64, x: f64) -> f32 {

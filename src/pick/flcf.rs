@@ -305,7 +305,7 @@ mod tests {
     use crate::comm::LocalComm;
     use crate::core::geometry::euler_zyz_to_matrix;
     use crate::core::so3::identity;
-    use crate::pick::template::spherical_mask;
+    use crate::sta::mask::soft_sphere as spherical_mask;
 
     /// An asymmetric blob template (three Gaussians), dense positive.
     fn blob(n: usize) -> Array3<f32> {

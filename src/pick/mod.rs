@@ -25,7 +25,7 @@ use crate::core::so3::uniform_rotations;
 use crate::sta::weight::CtfMode;
 use crate::{Error, Result};
 use flcf::{search, Matcher, ScoreMaps};
-use template::{spherical_mask, tomogram_weight, Contrast, Template, WeightSpec};
+use template::{tomogram_weight, Contrast, Template, WeightSpec};
 
 /// Parameters of one search. Å and degrees.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -140,7 +140,7 @@ pub fn pick_tomogram(
     let n = template.size();
     let radius_a = params.radius_a.unwrap_or(template.radius_a);
     let radius_px = radius_a / pixel_a;
-    let mask = spherical_mask(n, radius_px.min(n as f64 / 2.0 - 1.0), 0.0);
+    let mask = crate::sta::mask::soft_sphere(n, radius_px.min(n as f64 / 2.0 - 1.0), 0.0);
     let weight = match geom {
         Some(g) => tomogram_weight(g, [0.0; 3], &params.weight, n, pixel_a),
         None => {

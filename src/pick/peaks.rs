@@ -137,14 +137,10 @@ pub fn extract_peaks(
                         continue;
                     }
                     let (z, y, x) = (p[0] as isize + dz, p[1] as isize + dy, p[2] as isize + dx);
-                    if z >= 0
-                        && y >= 0
-                        && x >= 0
-                        && (z as usize) < nz
-                        && (y as usize) < ny
-                        && (x as usize) < nx
+                    if let Some(i) =
+                        crate::core::interp::index3(z as i64, y as i64, x as i64, (nz, ny, nx))
                     {
-                        taken[[z as usize, y as usize, x as usize]] = true;
+                        taken[i] = true;
                     }
                 }
             }

@@ -151,23 +151,6 @@ pub fn recentre_box(vol: &Array3<f32>, n: usize) -> Array3<f32> {
     out
 }
 
-/// A soft spherical mask in an `n³` box: 1 within `radius_px` of voxel `n/2`, a raised
-/// cosine over `edge_px` voxels outside, 0 beyond. Symmetric under every rotation about
-/// the centre (so one mask serves every template orientation).
-pub fn spherical_mask(n: usize, radius_px: f64, edge_px: f64) -> Array3<f32> {
-    let c = (n / 2) as f64;
-    Array3::from_shape_fn((n, n, n), |(z, y, x)| {
-        let r = ((x as f64 - c).powi(2) + (y as f64 - c).powi(2) + (z as f64 - c).powi(2)).sqrt();
-        if r <= radius_px {
-            1.0
-        } else if edge_px > 0.0 && r < radius_px + edge_px {
-            (0.5 + 0.5 * (std::f64::consts::PI * (r - radius_px) / edge_px).cos()) as f32
-        } else {
-            0.0
-        }
-    })
-}
-
 /// How the template is weighted for one tomogram ([`tomogram_weight`]).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WeightSpec {
@@ -252,7 +235,7 @@ mod tests {
 
     #[test]
     fn mask_is_one_inside_zero_outside() {
-        let m = spherical_mask(16, 4.0, 2.0);
+        let m = crate::sta::mask::soft_sphere(16, 4.0, 2.0);
         assert_eq!(m[[8, 8, 8]], 1.0);
         assert_eq!(m[[8, 8, 12]], 1.0);
         assert!(m[[8, 8, 13]] > 0.0 && m[[8, 8, 13]] < 1.0);

@@ -63,24 +63,7 @@ pub fn random_rotation<R: Rng>(rng: &mut R) -> Mat3 {
             break;
         }
     }
-    let [w, x, y, z] = q;
-    [
-        [
-            1.0 - 2.0 * (y * y + z * z),
-            2.0 * (x * y - w * z),
-            2.0 * (x * z + w * y),
-        ],
-        [
-            2.0 * (x * y + w * z),
-            1.0 - 2.0 * (x * x + z * z),
-            2.0 * (y * z - w * x),
-        ],
-        [
-            2.0 * (x * z - w * y),
-            2.0 * (y * z + w * x),
-            1.0 - 2.0 * (x * x + y * y),
-        ],
-    ]
+    crate::core::so3::quaternion_to_matrix(q)
 }
 
 /// The assembled specimen.

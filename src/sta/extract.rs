@@ -49,14 +49,8 @@ pub fn extract_box(
             let ty = start[1] + y as i64;
             for x in 0..n {
                 let tx = start[0] + x as i64;
-                if tx >= 0
-                    && ty >= 0
-                    && tz >= 0
-                    && (tx as usize) < nx
-                    && (ty as usize) < ny
-                    && (tz as usize) < nz
-                {
-                    let v = sign * tomo[[tz as usize, ty as usize, tx as usize]];
+                if let Some(i) = crate::core::interp::index3(tz, ty, tx, (nz, ny, nx)) {
+                    let v = sign * tomo[i];
                     data[[z, y, x]] = v;
                     inside[(z * n + y) * n + x] = true;
                     sum += v as f64;

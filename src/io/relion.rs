@@ -606,7 +606,7 @@ pub fn write_particles_star(
 /// Find the `tomograms.star` that goes with particle file `path`: `<stem>_tomograms.star`
 /// (WarpTools), the `rlnTomoTomogramsFile` of `<stem>_optimisation_set.star`, or
 /// `tomograms.star` in the same folder.
-fn find_tomograms_star(path: &Path) -> Option<PathBuf> {
+pub fn find_tomograms_star(path: &Path) -> Option<PathBuf> {
     let dir = path.parent().unwrap_or(Path::new(""));
     let stem = path.file_stem()?.to_string_lossy().into_owned();
     let sibling = dir.join(format!("{stem}_tomograms.star"));

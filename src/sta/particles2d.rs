@@ -177,27 +177,6 @@ fn parse_visible(s: &str, path: &Path, row: usize) -> Result<Vec<bool>> {
         .collect()
 }
 
-/// The default tomograms file of a particle STAR: `<stem>_tomograms.star` (WarpTools), the
-/// `rlnTomoTomogramsFile` of `<stem>_optimisation_set.star`, or `tomograms.star` beside it.
-fn default_tomograms(particles: &Path) -> Option<PathBuf> {
-    let dir = particles.parent().unwrap_or(Path::new(""));
-    let stem = particles.file_stem()?.to_string_lossy().into_owned();
-    let sib = dir.join(format!("{stem}_tomograms.star"));
-    if sib.is_file() {
-        return Some(sib);
-    }
-    if let Ok(f) = StarFile::read(&dir.join(format!("{stem}_optimisation_set.star"))) {
-        if let Some(t) = f.blocks.iter().find_map(|b| b.get("rlnTomoTomogramsFile")) {
-            let p = dir.join(t);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    let plain = dir.join("tomograms.star");
-    plain.is_file().then_some(plain)
-}
-
 /// Read the per-frame metadata of every tomogram of `path` (module docs).
 fn read_stack_tomograms(path: &Path) -> Result<Vec<StackTomogram>> {
     let globals = read_tomograms_global(path)?;
@@ -318,7 +297,7 @@ pub fn read_stack_set(particles: &Path, tomograms: Option<&Path>) -> Result<Stac
     }
     let tomo_path = match tomograms {
         Some(p) => p.to_path_buf(),
-        None => default_tomograms(particles).ok_or_else(|| {
+        None => crate::io::relion::find_tomograms_star(particles).ok_or_else(|| {
             Error::bad_input(
                 particles,
                 "rlnTomoName",

@@ -71,11 +71,22 @@ pub struct SimulateConfig {
     /// Override of the number of particles of each structure per series.
     #[serde(default)]
     pub particles: Option<usize>,
+    /// Override of the presets' structures: atomic models (`.pdb`, `.cif`) or density maps
+    /// (`.mrc`, potential in volts, centre at voxel n/2). A bare file name such as
+    /// `"3j9i.pdb"` is looked up in `shared_data/structures/`, then `shared_data/templates/`.
+    /// Each structure gets `particles` copies (default: the preset's count of its first
+    /// structure); the truth records its index (RELION `rlnClassNumber` = index + 1).
+    #[serde(default)]
+    pub structures: Option<Vec<PathBuf>>,
 }
 
 impl SimulateConfig {
-    /// Apply the overrides to one preset series.
-    pub fn apply_overrides(&self, p: &mut crate::sim::SeriesParams) {
+    /// Apply the overrides to one preset series; `shared_data` resolves bare structure names.
+    pub fn apply_overrides(
+        &self,
+        p: &mut crate::sim::SeriesParams,
+        shared_data: &std::path::Path,
+    ) -> crate::Result<()> {
         if let Some(s) = self.ice_structure_factor {
             p.ice_structure_factor = s;
         }
@@ -89,11 +100,19 @@ impl SimulateConfig {
             p.nx = n;
             p.ny = n;
         }
+        if let Some(list) = &self.structures {
+            let copies = p.structures.first().map(|s| s.1).unwrap_or(1);
+            p.structures = list
+                .iter()
+                .map(|f| Ok((crate::sim::Structure::from_file(f, shared_data)?, copies)))
+                .collect::<crate::Result<Vec<_>>>()?;
+        }
         if let Some(k) = self.particles {
             for s in &mut p.structures {
                 s.1 = k;
             }
         }
+        Ok(())
     }
 }
 

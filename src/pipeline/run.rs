@@ -87,7 +87,7 @@ fn build_jobs(cfg: &Config) -> Result<Vec<Job>> {
             if let Some(mc) = &cfg.motioncorr {
                 mc.apply_to_sim(&mut p);
             }
-            s.apply_overrides(&mut p);
+            s.apply_overrides(&mut p, &shared)?;
             let n_tilts = ((p.tilt_max_deg - p.tilt_min_deg) / p.tilt_step_deg).round() as u64 + 1;
             jobs.push(Job {
                 name: p.name.clone(),

@@ -51,6 +51,55 @@ pub enum Structure {
 }
 
 impl Structure {
+    /// A structure from a file: an atomic model (`.pdb`, `.ent`, `.cif`) or a density map
+    /// (`.mrc`, `.map`: potential in volts, `[z, y, x]`, centre at voxel n/2). A relative
+    /// path that does not exist is looked up in `shared_data/structures/` and then
+    /// `shared_data/templates/`.
+    pub fn from_file(path: &Path, shared_data: &Path) -> Result<Structure> {
+        let found = std::iter::once(path.to_path_buf())
+            .chain(
+                ["structures", "templates"]
+                    .iter()
+                    .filter(|_| path.is_relative())
+                    .map(|d| shared_data.join(d).join(path)),
+            )
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                Error::bad_input(
+                    path,
+                    "structures",
+                    format!(
+                        "no such file (also looked in {}/structures and /templates); give a PDB/mmCIF \
+                         model or an MRC map",
+                        shared_data.display()
+                    ),
+                )
+            })?;
+        let ext = found
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        match ext.as_str() {
+            "mrc" | "map" => {
+                let m = crate::io::mrc::read(&found)?;
+                Ok(Structure::Map {
+                    path_label: found
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    pixel_a: m.header.pixel_size_a()[0] as f64,
+                    voxels: Arc::new(m.data),
+                })
+            }
+            "pdb" | "ent" | "cif" => Ok(Structure::Pdb(found)),
+            _ => Err(Error::bad_input(
+                &found,
+                "structures",
+                "unknown structure format: use .pdb/.ent/.cif (atomic model) or .mrc/.map (density)",
+            )),
+        }
+    }
+
     /// Name recorded in the truth: the file stem of a model, the label of a map.
     pub fn name(&self) -> String {
         match self {

@@ -109,7 +109,10 @@ fn two_classes_are_separated_and_proteasome_orientations_refine() {
         args.push("--reference".into());
         args.push(r.to_str().unwrap().into());
     }
-    ok(lamella().args(&args).output().unwrap(), "lamella sta --classes 2");
+    ok(
+        lamella().args(&args).output().unwrap(),
+        "lamella sta --classes 2",
+    );
     let refined = read_particles_star(&out.join("particles.star")).unwrap();
     assert_eq!(refined.len(), truth.len());
 

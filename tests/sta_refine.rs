@@ -22,6 +22,9 @@ preset = "tiny"
 seed = 3
 size = 160
 particles = 16
+# 1.5 µm: the first CTF zero (17 Å) lies beyond Nyquist (20 Å). At the preset's 3 µm it sits at
+# 24 Å and bounds the gold-standard resolution to ≈ 26 Å even at the true poses.
+defocus_a = 15000.0
 [reconstruct]
 binnings = [1]
 filter = "ramp"
@@ -49,6 +52,8 @@ fn sta_args(dir: &Path, out: &str) -> Vec<String> {
         "4",
         "--min-step",
         "2",
+        "--symmetry",
+        "O",
         "--reference",
         dir.join("reference.mrc").to_str().unwrap(),
         "--out",
@@ -151,9 +156,11 @@ fn refinement_recovers_poses_and_structure_and_is_rank_independent() {
     eprintln!(
         "median orientation error {ma:.2}° (start {ma0:.2}°), median position error {mp:.2} Å"
     );
-    // Apoferritin at 28 Å is almost a featureless hollow sphere: its orientation is barely
-    // determined (the local search wanders within its range), its position is.
-    assert!(ma < 15.0, "orientation error {ma:.2}° (start {ma0:.2}°)");
+    // Apoferritin at 20–25 Å is almost a featureless hollow sphere: its orientation is barely
+    // determined by these data. Searched from the exact truth with the true map as
+    // reference, the best pose is already 6–9° away (zero-mean, random errors; docs/sta.md),
+    // so orientation is checked on the proteasome (tests/sta_classes.rs); position is here.
+    assert!(ma < 12.0, "orientation error {ma:.2}° (start {ma0:.2}°)");
     assert!(mp < 3.0, "median position error {mp:.2} Å (start ≈ 12 Å)");
 
     // Gold-standard resolution and FSC against the true structure.
@@ -176,12 +183,13 @@ fn refinement_recovers_poses_and_structure_and_is_rank_independent() {
         f.fsc,
         1.0 / cross
     );
+    // The bound: 0.8 × Nyquist of the (10 Å) data = 25 Å.
     assert!(
-        res < 32.0,
+        res <= 25.0,
         "gold-standard resolution {res:.1} Å (Nyquist 20 Å)"
     );
     assert!(
-        1.0 / cross < 40.0,
+        1.0 / cross < 26.0,
         "FSC against the truth falls below 0.5 at {:.1} Å",
         1.0 / cross
     );

@@ -70,6 +70,10 @@ pub struct Args {
     /// Smallest local step, degrees.
     #[arg(long, default_value_t = 1.0)]
     pub min_step: f64,
+    /// σ of the Gaussian prior on the angular change in local searches, degrees (RELION's
+    /// --sigma_ang); default: a third of --local-range; 0: none (the best score wins).
+    #[arg(long)]
+    pub sigma_angle: Option<f64>,
     /// Largest offset searched, Å.
     #[arg(long, default_value_t = 30.0)]
     pub max_shift: f64,
@@ -324,6 +328,7 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
         local_range_deg: a.local_range,
         local_step_deg: a.local_step,
         min_step_deg: a.min_step,
+        sigma_angle_deg: Some(a.sigma_angle.unwrap_or(a.local_range / 3.0)),
         max_shift_a: a.max_shift,
         initial_resolution_a: a.initial_resolution,
         ctf_mode: ctf_mode(&a.ctf_mode)?,

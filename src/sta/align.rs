@@ -58,6 +58,9 @@ pub struct PreparedParticle {
     spec: Array3<Complex32>,
     transfer: Array3<f32>,
     norm_p: f64,
+    /// Independent real measurements compared: full-grid Fourier samples in the band where
+    /// the transfer is non-zero, times the mask's volume fraction.
+    dof: f64,
 }
 
 /// The best match of a particle over a set of rotations.
@@ -83,6 +86,9 @@ pub struct Aligner {
     mask_n: Array3<f32>,
     band_w: Array3<f32>,
     plan_n: Fft3,
+    /// `Σ mask² / n³` of the full-box mask: the fraction of Fourier samples that stay
+    /// independent after masking.
+    mask_fraction: f64,
 }
 
 impl Aligner {
@@ -103,9 +109,13 @@ impl Aligner {
                 0.0
             }
         });
+        let mask_n = soft_sphere(n, band.mask_radius_px, 3.0);
+        let mask_fraction =
+            mask_n.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / mask_n.len() as f64;
         Aligner {
             mask_m: soft_sphere(m, band.mask_radius_px * scale, 3.0 * scale),
-            mask_n: soft_sphere(n, band.mask_radius_px, 3.0),
+            mask_n,
+            mask_fraction,
             plan: Fft3::new(m, m, m),
             plan_n: Fft3::new(n, n, n),
             band_w,
@@ -142,6 +152,7 @@ impl Aligner {
         let mut spec = crop_half_grid(&full, n, self.m);
         let transfer = crop_half_grid(transfer_n, n, self.m);
         let mut norm_p = 0.0f64;
+        let mut samples = 0.0f64;
         Zip::from(&mut spec)
             .and(&transfer)
             .and(&self.band_w)
@@ -150,13 +161,24 @@ impl Aligner {
                     *p = Complex32::new(0.0, 0.0);
                 } else {
                     norm_p += (*b * p.norm_sqr()) as f64;
+                    samples += *b as f64;
                 }
             });
         PreparedParticle {
             spec,
             transfer,
             norm_p,
+            dof: samples * self.mask_fraction,
         }
+    }
+
+    /// Log-likelihood (nats, up to a constant) of a normalised cross-correlation `score` of
+    /// `particle`: with Gaussian noise and the reference's scale and the noise level profiled
+    /// out, `−(M/2)·ln(1 − score²)` for `M` independent real measurements
+    /// ([`PreparedParticle`]'s count). Used to weigh a pose prior against the data.
+    pub fn log_likelihood(&self, particle: &PreparedParticle, score: f64) -> f64 {
+        let s = score.clamp(0.0, 0.999);
+        -0.5 * particle.dof * (1.0 - s * s).ln()
     }
 
     /// Best rotation (of `rotations`), reference (of `references`, each from
@@ -167,18 +189,49 @@ impl Aligner {
         references: &[Array3<f32>],
         rotations: &[Mat3],
     ) -> Match {
+        self.search_by(particle, references, rotations, |_, s| s)
+    }
+
+    /// The maximum a-posteriori match: [`Aligner::search`] maximising
+    /// [`Aligner::log_likelihood`] `+ log_prior[k]` for rotation `k` (e.g. a Gaussian in the
+    /// angle from the current pose, as RELION's local searches). Where the data do not
+    /// determine the pose (a flat score, a featureless reference) the prior keeps it.
+    pub fn search_with_prior(
+        &self,
+        particle: &PreparedParticle,
+        references: &[Array3<f32>],
+        rotations: &[Mat3],
+        log_prior: &[f64],
+    ) -> Match {
+        assert_eq!(log_prior.len(), rotations.len(), "one prior per rotation");
+        self.search_by(particle, references, rotations, |k, s| {
+            self.log_likelihood(particle, s) + log_prior[k]
+        })
+    }
+
+    /// The match maximising `objective(rotation index, score)`.
+    fn search_by(
+        &self,
+        particle: &PreparedParticle,
+        references: &[Array3<f32>],
+        rotations: &[Mat3],
+        objective: impl Fn(usize, f64) -> f64,
+    ) -> Match {
         let mut best = Match {
             rotation: 0,
             reference: 0,
             shift_px: [0.0; 3],
             score: f64::NEG_INFINITY,
         };
+        let mut best_obj = f64::NEG_INFINITY;
         let mut spec = self.plan.spectrum_zeros();
         let mut cc = Array3::<f32>::zeros((self.m, self.m, self.m));
         for (ri, reference) in references.iter().enumerate() {
             for (k, r) in rotations.iter().enumerate() {
                 let (score, shift) = self.score(particle, reference, r, &mut spec, &mut cc);
-                if score > best.score {
+                let obj = objective(k, score);
+                if obj > best_obj {
+                    best_obj = obj;
                     best = Match {
                         rotation: k,
                         reference: ri,
@@ -333,6 +386,36 @@ pub(crate) mod tests {
             );
         }
         assert!(m.score > 0.8, "score {}", m.score);
+    }
+
+    #[test]
+    fn prior_yields_to_data_with_features() {
+        let n = 32;
+        let ones = Array3::<f32>::ones((n, n, n / 2 + 1));
+        let al = Aligner::new(SearchBand {
+            n,
+            lo: 0.0,
+            hi: 0.3,
+            mask_radius_px: 12.0,
+            max_shift_px: 5.0,
+        });
+        let a = euler_zyz_to_matrix(40.0, 70.0, -30.0);
+        let start =
+            crate::core::geometry::matmul(&crate::core::so3::axis_angle([1.0, 1.0, 0.0], 8.0), &a);
+        let rots = local_rotations(&start, 12.0, 3.0);
+        let prior: Vec<f64> = rots
+            .iter()
+            .map(|r| -0.5 * (angle_between_deg(r, &start) / 4.0).powi(2))
+            .collect();
+        // A structure with features: the data win over a prior centred 8° away.
+        let reference = blob(n);
+        let particle = rotate_volume(reference.view(), &a, [0.0; 3]);
+        let p = al.prepare_particle(particle.view(), &ones);
+        let rf = vec![al.prepare_reference(reference.view())];
+        let m = al.search_with_prior(&p, &rf, &rots, &prior);
+        let err = angle_between_deg(&rots[m.rotation], &a);
+        assert!(err < 3.5, "angle error with the prior {err}");
+        assert!(al.log_likelihood(&p, 0.5) > al.log_likelihood(&p, 0.4));
     }
 
     #[test]

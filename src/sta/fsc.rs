@@ -81,13 +81,52 @@ pub fn randomise_phases_beyond(vol: ArrayView3<f32>, shell: f64, seed: u64) -> A
     plan.inverse(spec)
 }
 
-/// Low-pass `vol` (cubic, `voxel_a` Å) at `resolution_a` Å with a raised-cosine edge of
-/// `edge_shells` Fourier voxels centred on the cut-off.
+/// Low-pass `vol` (cubic, `voxel_a` Å) at `resolution_a` with a raised-cosine edge
+/// `edge_shells` wide (in Fourier voxels) centred on the cut.
 pub fn lowpass(
     vol: ArrayView3<f32>,
     voxel_a: f64,
     resolution_a: f64,
     edge_shells: f64,
+) -> Array3<f32> {
+    filter_shells(vol, voxel_a, resolution_a, edge_shells, None)
+}
+
+/// The reference filter of an iteration (RELION's): each shell of `vol` weighted by
+/// `√(2·FSC/(1+FSC))` (the expected correlation of the map with the truth, `FSC` =
+/// `g.corrected` clamped to [0, 1]) and low-passed at `resolution_a` as [`lowpass`]. Shells
+/// near the cut, where the map is mostly noise, then steer the alignment less than the
+/// well-measured low frequencies.
+pub fn fsc_weighted_lowpass(
+    vol: ArrayView3<f32>,
+    g: &GoldStandard,
+    resolution_a: f64,
+    edge_shells: f64,
+) -> Array3<f32> {
+    let w: Vec<f64> = g
+        .corrected
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let f = f.clamp(0.0, 1.0);
+            if i == 0 {
+                1.0
+            } else {
+                (2.0 * f / (1.0 + f)).sqrt()
+            }
+        })
+        .collect();
+    filter_shells(vol, g.voxel_a, resolution_a, edge_shells, Some(&w))
+}
+
+/// [`lowpass`] with optional per-shell weights (shell `k` = Fourier radius in `[k, k+1)`
+/// voxels, the shells of [`crate::recon::fsc::fsc`]; radii beyond the last shell get 0).
+fn filter_shells(
+    vol: ArrayView3<f32>,
+    voxel_a: f64,
+    resolution_a: f64,
+    edge_shells: f64,
+    shell_weight: Option<&[f64]>,
 ) -> Array3<f32> {
     let n = vol.dim().0;
     let plan = Fft3::new(n, n, n);
@@ -97,13 +136,16 @@ pub fn lowpass(
     let half = 0.5 * edge_shells.max(0.0);
     for (v, k) in spec.iter_mut().zip(rad.iter()) {
         let k = *k as f64;
-        let w = if k <= cut - half {
+        let mut w = if k <= cut - half {
             1.0
         } else if k >= cut + half {
             0.0
         } else {
             0.5 + 0.5 * (std::f64::consts::PI * (k - (cut - half)) / (2.0 * half)).cos()
         };
+        if let Some(sw) = shell_weight {
+            w *= sw.get(k as usize).copied().unwrap_or(0.0);
+        }
         *v *= w as f32;
     }
     plan.inverse(spec)

@@ -19,12 +19,12 @@ use crate::comm::{all_gather_serde, Comm};
 use crate::core::fft3::Fft3;
 use crate::core::geometry::{euler_zyz_to_matrix, matrix_to_euler_zyz, Mat3, TiltSeriesGeometry};
 use crate::core::interp::rotate_volume;
-use crate::core::so3::{local_rotations, uniform_rotations, Symmetry};
+use crate::core::so3::{angle_between_deg, local_rotations, uniform_rotations, Symmetry};
 use crate::error::{Error, Result};
 use crate::sta::align::{Aligner, Match, SearchBand};
 use crate::sta::average::{shell_regulariser, to_reference_frame, Sums};
 use crate::sta::extract::extract_box;
-use crate::sta::fsc::{gold_standard, lowpass, GoldStandard};
+use crate::sta::fsc::{fsc_weighted_lowpass, gold_standard, lowpass, GoldStandard};
 use crate::sta::mask::{normalise_background, soft_sphere};
 use crate::sta::weight::{CtfMode, SubtomoTransfer};
 
@@ -84,6 +84,9 @@ pub struct RefineParams {
     pub local_step_deg: f64,
     /// Smallest local step.
     pub min_step_deg: f64,
+    /// Width σ of the Gaussian prior on the angle from the current pose in local searches
+    /// (RELION's `--sigma_ang`), degrees; `None` or ≤ 0: no prior (best score).
+    pub sigma_angle_deg: Option<f64>,
     /// Largest offset from the current position, Å.
     pub max_shift_a: f64,
     /// Resolution of the initial reference(s) (low-pass), Å.
@@ -338,12 +341,11 @@ pub fn iterate(
     let refs: Vec<[Array3<f32>; 2]> = (0..classes)
         .map(|c| {
             [0, 1].map(|h| {
-                let r = lowpass(
-                    state.half_map(c, h, n).view(),
-                    voxel_a,
-                    state.resolution_a[c],
-                    2.0,
-                );
+                let m = state.half_map(c, h, n);
+                let r = match &state.fsc[c] {
+                    Some(g) => fsc_weighted_lowpass(m.view(), g, state.resolution_a[c], 2.0),
+                    None => lowpass(m.view(), voxel_a, state.resolution_a[c], 2.0),
+                };
                 aligner.prepare_reference(r.view())
             })
         })
@@ -377,10 +379,19 @@ pub fn iterate(
                     m2.with_rotations(&local)
                 }
                 None => {
-                    let local = local_rotations(&p.pose(), params.local_range_deg, step);
-                    aligner
-                        .search(&prepared, &half_refs, &local)
-                        .with_rotations(&local)
+                    let current = p.pose();
+                    let local = local_rotations(&current, params.local_range_deg, step);
+                    let m = match params.sigma_angle_deg.filter(|s| *s > 0.0) {
+                        Some(sigma) => {
+                            let prior: Vec<f64> = local
+                                .iter()
+                                .map(|r| -0.5 * (angle_between_deg(r, &current) / sigma).powi(2))
+                                .collect();
+                            aligner.search_with_prior(&prepared, &half_refs, &local, &prior)
+                        }
+                        None => aligner.search(&prepared, &half_refs, &local),
+                    };
+                    m.with_rotations(&local)
                 }
             };
             let a = best.pose;

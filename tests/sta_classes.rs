@@ -7,9 +7,9 @@
 
 mod common;
 
-use common::{lamella, ok, run_pipeline, shared_data};
-use lamella::core::geometry::{euler_zyz_to_matrix, matmul, matrix_to_euler_zyz};
-use lamella::core::so3::{angle_between_deg, axis_angle};
+use common::{lamella, ok, perturbed_euler, run_pipeline, shared_data};
+use lamella::core::geometry::euler_zyz_to_matrix;
+use lamella::core::so3::angle_between_deg;
 use lamella::io::mrc;
 use lamella::io::relion::{read_particles_star, write_particles_star, ParticleRecord};
 use lamella::sim::Structure;
@@ -54,13 +54,7 @@ fn two_classes_are_separated_and_proteasome_orientations_refine() {
         .map(|(i, p)| {
             let mut q = p.clone();
             let k = i as f64;
-            let axis = [(k * 1.3).sin(), (k * 2.1).cos(), 0.5];
-            let r = matmul(
-                &axis_angle(axis, 5.0 + 3.0 * (k * 0.7).sin().abs()),
-                &pose(p),
-            );
-            let (a, b, c) = matrix_to_euler_zyz(&r);
-            q.euler_deg = [a, b, c];
+            q.euler_deg = perturbed_euler(p.euler_deg, i, 5.0, 3.0);
             q.centered_coordinate_a[0] += 12.0 * (k * 0.9).cos();
             q.centered_coordinate_a[2] -= 8.0 * (k * 1.7).sin();
             q.class = 1 + i % 2;

@@ -6,9 +6,9 @@
 
 mod common;
 
-use common::{lamella, mpirun, ok, run_pipeline, shared_data};
-use lamella::core::geometry::{euler_zyz_to_matrix, matmul, matrix_to_euler_zyz};
-use lamella::core::so3::{angle_between_deg, axis_angle};
+use common::{lamella, mpirun, ok, perturbed_euler, run_pipeline, shared_data};
+use lamella::core::geometry::euler_zyz_to_matrix;
+use lamella::core::so3::angle_between_deg;
 use lamella::io::mrc;
 use lamella::io::relion::{read_particles_star, write_particles_star};
 use lamella::recon::fsc::fsc;
@@ -83,13 +83,7 @@ fn refinement_recovers_poses_and_structure_and_is_rank_independent() {
         .map(|(i, p)| {
             let mut q = p.clone();
             let k = i as f64;
-            let axis = [(k * 1.3).sin(), (k * 2.1).cos(), 0.5];
-            let r = matmul(
-                &axis_angle(axis, 6.0 + 2.0 * (k * 0.7).sin().abs()),
-                &euler_zyz_to_matrix(p.euler_deg[0], p.euler_deg[1], p.euler_deg[2]),
-            );
-            let (a, b, c) = matrix_to_euler_zyz(&r);
-            q.euler_deg = [a, b, c];
+            q.euler_deg = perturbed_euler(p.euler_deg, i, 6.0, 2.0);
             q.centered_coordinate_a[0] += 15.0 * (k * 0.9).cos();
             q.centered_coordinate_a[1] -= 10.0 * (k * 1.7).sin();
             q

@@ -172,3 +172,19 @@ pub fn run_pipeline(dir: &Path, config: &str, what: &str) -> (String, PathBuf, s
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     (text, out, summary)
 }
+
+/// RELION Euler angles (degrees) of the pose `euler_deg` turned by a deterministic rotation
+/// of `base_deg + span_deg·|sin(0.7·i)|` about a particle-dependent axis (particle `i`): a
+/// start "as after template matching" for refinement tests.
+#[allow(dead_code)]
+pub fn perturbed_euler(euler_deg: [f64; 3], i: usize, base_deg: f64, span_deg: f64) -> [f64; 3] {
+    use lamella::core::geometry::{euler_zyz_to_matrix, matmul, matrix_to_euler_zyz};
+    let k = i as f64;
+    let axis = [(k * 1.3).sin(), (k * 2.1).cos(), 0.5];
+    let r = matmul(
+        &lamella::core::so3::axis_angle(axis, base_deg + span_deg * (k * 0.7).sin().abs()),
+        &euler_zyz_to_matrix(euler_deg[0], euler_deg[1], euler_deg[2]),
+    );
+    let (a, b, c) = matrix_to_euler_zyz(&r);
+    [a, b, c]
+}

@@ -201,7 +201,7 @@ fn h5py_reads_master_through_external_links() {
         ("tsA".to_string(), "ts/tsA.h5".to_string()),
         ("tsB".to_string(), "ts/tsB.h5".to_string()),
     ];
-    write_master(&master, &run_info(), &series).unwrap();
+    write_master(&master, &run_info(), &series, &[]).unwrap();
 
     let stdout = common::run_python(
         &py,

@@ -67,7 +67,7 @@ fn two_classes_are_separated_and_proteasome_orientations_refine() {
         let m = Structure::Pdb(shared_data().join("structures").join(name))
             .render(10.0)
             .unwrap();
-        let t = lamella::cli::sta::centre_box(&m.potential, 24);
+        let t = lamella::pick::template::recentre_box(&m.potential, 24);
         let p = d.join(format!("ref{k}.mrc"));
         mrc::write(&p, t.view(), 10.0, mrc::MrcKind::Volume).unwrap();
         refs.push(p);

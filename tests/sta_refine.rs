@@ -94,7 +94,7 @@ fn refinement_recovers_poses_and_structure_and_is_rank_independent() {
     let apo = Structure::Pdb(shared_data().join("structures").join("6z6u.pdb"))
         .render(10.0)
         .unwrap();
-    let t = lamella::cli::sta::centre_box(&apo.potential, 24);
+    let t = lamella::pick::template::recentre_box(&apo.potential, 24);
     mrc::write(
         &d.join("reference.mrc"),
         t.view(),

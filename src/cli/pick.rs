@@ -128,17 +128,6 @@ fn geometry(
     Ok(Some(g))
 }
 
-fn parse_ctf(s: &str) -> crate::Result<CtfMode> {
-    match s.to_ascii_lowercase().as_str() {
-        "signed" => Ok(CtfMode::Signed),
-        "flipped" => Ok(CtfMode::Flipped),
-        "none" => Ok(CtfMode::None),
-        _ => Err(Error::Config(format!(
-            "--ctf {s:?}: use signed (tomogram not CTF-corrected), flipped or none"
-        ))),
-    }
-}
-
 /// Execute on every rank (the rotations are shared); rank 0 writes the files.
 pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
     if !(a.n_false_alarms.is_finite() && a.n_false_alarms > 0.0) {
@@ -171,7 +160,7 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
     }
     let has_defocus = a.tilt_series_star.is_some() || a.defocus.is_some();
     let ctf = match &a.ctf {
-        Some(s) => parse_ctf(s)?,
+        Some(s) => s.parse::<CtfMode>()?,
         None if has_defocus => CtfMode::Signed,
         None => CtfMode::None,
     };

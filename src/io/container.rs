@@ -254,12 +254,12 @@ pub fn input_hash(parts: &[&[u8]]) -> String {
 }
 
 /// HDF5 path of a series group: `/tilt_series/<name>`.
-fn series_group(name: &str) -> String {
+pub(crate) fn series_group(name: &str) -> String {
     format!("/tilt_series/{name}")
 }
 
 /// Map an HDF5 error to [`Error::Hdf5`] naming the file and what was being done.
-fn h5err(path: &Path, what: &str) -> impl FnOnce(hdf5::Error) -> Error {
+pub(crate) fn h5err(path: &Path, what: &str) -> impl FnOnce(hdf5::Error) -> Error {
     let path = path.to_path_buf();
     let what = what.to_string();
     move |e| Error::Hdf5 {
@@ -269,7 +269,7 @@ fn h5err(path: &Path, what: &str) -> impl FnOnce(hdf5::Error) -> Error {
 }
 
 /// Reject names that cannot be one HDF5 path component.
-fn check_component(path: &Path, field: &str, value: &str) -> Result<()> {
+pub(crate) fn check_component(path: &Path, field: &str, value: &str) -> Result<()> {
     if value.is_empty() || value == "." || value.contains('/') || value.contains('\0') {
         return Err(Error::bad_input(
             path,
@@ -288,14 +288,14 @@ fn vlen(path: &Path, s: &str) -> Result<VarLenUnicode> {
 }
 
 /// Writes scalar attributes on one HDF5 object, naming the file and the object in errors.
-struct AttrWriter<'a> {
-    path: &'a Path,
-    loc: &'a Location,
-    obj: &'a str,
+pub(crate) struct AttrWriter<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) loc: &'a Location,
+    pub(crate) obj: &'a str,
 }
 
 impl AttrWriter<'_> {
-    fn scalar<T: H5Type>(&self, name: &str, v: &T) -> Result<()> {
+    pub(crate) fn scalar<T: H5Type>(&self, name: &str, v: &T) -> Result<()> {
         let what = format!("writing attribute {name} of {}", self.obj);
         self.loc
             .new_attr::<T>()
@@ -304,19 +304,19 @@ impl AttrWriter<'_> {
             .map_err(h5err(self.path, &what))
     }
 
-    fn f64(&self, name: &str, v: f64) -> Result<()> {
+    pub(crate) fn f64(&self, name: &str, v: f64) -> Result<()> {
         self.scalar(name, &v)
     }
 
-    fn u64(&self, name: &str, v: usize) -> Result<()> {
+    pub(crate) fn u64(&self, name: &str, v: usize) -> Result<()> {
         self.scalar(name, &(v as u64))
     }
 
-    fn str(&self, name: &str, v: &str) -> Result<()> {
+    pub(crate) fn str(&self, name: &str, v: &str) -> Result<()> {
         self.scalar(name, &vlen(self.path, v)?)
     }
 
-    fn str_array(&self, name: &str, v: &[String]) -> Result<()> {
+    pub(crate) fn str_array(&self, name: &str, v: &[String]) -> Result<()> {
         let data: Vec<VarLenUnicode> = v
             .iter()
             .map(|s| vlen(self.path, s))
@@ -334,7 +334,10 @@ impl AttrWriter<'_> {
 /// Write an HDF5 file atomically: create `path.partial`, run `fill` on it, close it, fsync it
 /// and rename it onto `path`. On any error the partial file is removed and an existing `path`
 /// is left untouched.
-fn write_h5_atomic(path: &Path, fill: impl FnOnce(&hdf5::File) -> Result<()>) -> Result<()> {
+pub(crate) fn write_h5_atomic(
+    path: &Path,
+    fill: impl FnOnce(&hdf5::File) -> Result<()>,
+) -> Result<()> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -814,7 +817,7 @@ fn link_exists(file: &hdf5::File, hpath: &str) -> bool {
     true
 }
 
-fn open_file(path: &Path) -> Result<hdf5::File> {
+pub(crate) fn open_file(path: &Path) -> Result<hdf5::File> {
     hdf5::File::open(path).map_err(h5err(path, "opening the file"))
 }
 
@@ -914,9 +917,15 @@ pub fn read_tomogram(path: &Path, name: &str, bin: usize, kind: &str) -> Result<
 /// `/tilt_series`, `/particles` and `/sta`; `/tilt_series/<name>` is an external link to
 /// `<rel path>:/tilt_series/<name>` for each `(name, rel path)` in `series`. Give `rel path`
 /// relative to the directory of `path` (e.g. `"ts/a.h5"`): HDF5 then finds it from any
-/// working directory.
-pub fn write_master(path: &Path, info: &RunInfo, series: &[(String, String)]) -> Result<()> {
-    for (name, rel) in series {
+/// working directory. `/sta/<job>` likewise links `<rel path>:/sta/<job>` for each `(job,
+/// rel path)` in `sta` (files written by [`crate::io::sta_container::write_sta_file`]).
+pub fn write_master(
+    path: &Path,
+    info: &RunInfo,
+    series: &[(String, String)],
+    sta: &[(String, String)],
+) -> Result<()> {
+    for (name, rel) in series.iter().chain(sta) {
         check_component(path, "tilt series name", name)?;
         if rel.is_empty() {
             return Err(Error::bad_input(
@@ -939,9 +948,15 @@ pub fn write_master(path: &Path, info: &RunInfo, series: &[(String, String)]) ->
         a.str_array("hosts", &info.hosts)?;
         a.str("start_time", &info.start_time)?;
         a.str("end_time", &info.end_time)?;
-        for grp in ["particles", "sta"] {
-            file.create_group(grp)
-                .map_err(h5err(path, &format!("creating group /{grp}")))?;
+        file.create_group("particles")
+            .map_err(h5err(path, "creating group /particles"))?;
+        let st = file
+            .create_group("sta")
+            .map_err(h5err(path, "creating group /sta"))?;
+        for (job, rel) in sta {
+            let target = format!("/sta/{job}");
+            st.link_external(rel, &target, job)
+                .map_err(h5err(path, &format!("linking {target} to {rel}:{target}")))?;
         }
         let ts = file
             .create_group("tilt_series")
@@ -1124,7 +1139,7 @@ mod tests {
             ("a".to_string(), "ts/a.h5".to_string()),
             ("b".to_string(), "ts/b.h5".to_string()),
         ];
-        write_master(&m, &info, &series).unwrap();
+        write_master(&m, &info, &series, &[]).unwrap();
         assert_eq!(read_run_info(&m).unwrap(), info);
         // reading through the external links
         let rec = sample("b");

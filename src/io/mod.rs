@@ -8,4 +8,5 @@ pub mod mdoc;
 pub mod mrc;
 pub mod pdb;
 pub mod relion;
+pub mod sta_container;
 pub mod star;

@@ -36,6 +36,12 @@ pub struct PickAccuracy {
     pub median_angle_deg: f64,
     /// Per matched pick, the angle to the true pose, degrees.
     pub angle_errors_deg: Vec<f64>,
+    /// Per matched pick, the distance to its true particle, Å.
+    #[serde(default)]
+    pub distances_a: Vec<f64>,
+    /// The matched pairs `(pick index, truth index)`, in the order of the errors.
+    #[serde(skip)]
+    pub matches: Vec<(usize, usize)>,
 }
 
 /// Match `picks` (strongest first) to `truth` one-to-one, closest pairs first, within
@@ -59,6 +65,7 @@ pub fn evaluate(picks: &[Posed], truth: &[Posed], tolerance_a: f64, sym: &[Mat3]
     let mut used_t = vec![false; truth.len()];
     let mut dists = Vec::new();
     let mut angles = Vec::new();
+    let mut matches = Vec::new();
     for (d, i, j) in pairs {
         if used_p[i] || used_t[j] {
             continue;
@@ -66,6 +73,7 @@ pub fn evaluate(picks: &[Posed], truth: &[Posed], tolerance_a: f64, sym: &[Mat3]
         used_p[i] = true;
         used_t[j] = true;
         dists.push(d);
+        matches.push((i, j));
         angles.push(if sym.is_empty() {
             angle_between_deg(&picks[i].pose, &truth[j].pose)
         } else {
@@ -91,6 +99,8 @@ pub fn evaluate(picks: &[Posed], truth: &[Posed], tolerance_a: f64, sym: &[Mat3]
         median_distance_a: if m > 0 { median(&dists) } else { f64::NAN },
         median_angle_deg: if m > 0 { median(&angles) } else { f64::NAN },
         angle_errors_deg: angles,
+        distances_a: dists,
+        matches,
     }
 }
 

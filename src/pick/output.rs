@@ -41,7 +41,7 @@ pub struct PickFiles {
 }
 
 /// What a search did, for logs, `summary.json` and `<name>_pick.json`.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PickSummary {
     /// Template (file name or structure).
     pub template: String,

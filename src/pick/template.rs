@@ -135,19 +135,24 @@ impl Template {
     }
 }
 
-/// Copy the centre of a cubic volume into an `n³` box (crop or zero-pad), keeping voxel
-/// `m/2` at `n/2`.
+/// Crop or zero-pad `vol` (`[z, y, x]`, any shape) about its centre voxel (`d/2` per axis)
+/// into an `n³` box whose centre voxel is `n/2`.
 pub fn recentre_box(vol: &Array3<f32>, n: usize) -> Array3<f32> {
-    let m = vol.dim().0;
+    let (dz, dy, dx) = vol.dim();
     let mut out = Array3::<f32>::zeros((n, n, n));
-    // source index i ↔ target i − m/2 + n/2
-    let off = n as isize / 2 - m as isize / 2;
-    let lo = off.max(0) as usize;
-    let hi = ((m as isize + off).min(n as isize)) as usize;
-    let src_lo = (lo as isize - off) as usize;
-    let src_hi = (hi as isize - off) as usize;
-    out.slice_mut(s![lo..hi, lo..hi, lo..hi])
-        .assign(&vol.slice(s![src_lo..src_hi, src_lo..src_hi, src_lo..src_hi]));
+    // source index i ↔ target i − d/2 + n/2, per axis
+    let range = |d: usize| {
+        let off = n as isize / 2 - d as isize / 2;
+        let lo = off.max(0) as usize;
+        let hi = ((d as isize + off).min(n as isize)).max(lo as isize) as usize;
+        (
+            lo..hi,
+            (lo as isize - off) as usize..(hi as isize - off) as usize,
+        )
+    };
+    let ((tz, sz), (ty, sy), (tx, sx)) = (range(dz), range(dy), range(dx));
+    out.slice_mut(s![tz, ty, tx])
+        .assign(&vol.slice(s![sz, sy, sx]));
     out
 }
 

@@ -44,6 +44,13 @@ pub struct Config {
     /// Reconstruction settings.
     #[serde(default)]
     pub reconstruct: ReconstructConfig,
+    /// Template matching in every reconstructed tomogram (`[pick]`); absent = no picking.
+    #[serde(default)]
+    pub pick: Option<super::pick::PickConfig>,
+    /// Subtomogram averaging of the picked particles over all series (`[sta]`, collective
+    /// over the ranks after the tilt series); absent = none.
+    #[serde(default)]
+    pub sta: Option<super::sta::StaConfig>,
 }
 
 /// `[simulate]`: a preset of the built-in simulator.
@@ -354,6 +361,17 @@ impl Config {
                 fix(p);
             }
         }
+        if let Some(t) = self.pick.as_mut().and_then(|p| p.template.as_mut()) {
+            // a bare name that is not next to the config is looked up in shared/data later
+            if t.is_relative() && base.join(&*t).is_file() {
+                *t = base.join(&*t);
+            }
+        }
+        if let Some(st) = self.sta.as_mut() {
+            for p in st.reference.iter_mut().chain(st.particles.as_mut()) {
+                fix(p);
+            }
+        }
         for s in &mut self.input {
             fix(&mut s.stack);
             for p in [
@@ -401,6 +419,18 @@ impl Config {
         }
         if let Some(c) = &self.ctf {
             c.validate(path)?;
+        }
+        if let Some(p) = &self.pick {
+            p.validate(path, &self.reconstruct.binnings)?;
+        }
+        if let Some(st) = &self.sta {
+            st.validate(path)?;
+            if self.pick.is_none() && st.particles.is_none() {
+                return err(
+                    "[sta] needs particles: add a [pick] stage or sta.particles (a RELION-5 particle STAR)"
+                        .into(),
+                );
+            }
         }
         let r = &self.reconstruct;
         if r.binnings.is_empty() || r.binnings.iter().any(|&b| b == 0 || b > 64) {

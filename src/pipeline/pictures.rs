@@ -102,6 +102,57 @@ pub fn write_index(out: &Path, summary: &RunSummary) -> Result<()> {
             images: s.pictures.clone(),
         });
     }
+    if let Some(st) = &summary.sta {
+        let mut facts = vec![
+            ("particles".to_string(), st.particles.to_string()),
+            ("class sizes".to_string(), format!("{:?}", st.class_sizes)),
+            (
+                "gold-standard resolution".to_string(),
+                st.resolution_a
+                    .iter()
+                    .map(|r| format!("{r:.1} Å"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            ("Nyquist".to_string(), format!("{:.1} Å", st.nyquist_a)),
+        ];
+        for l in &st.log {
+            facts.push((
+                format!("iteration {}", l.iteration),
+                format!(
+                    "{} Å, mean score {:.3}, {:.1} s",
+                    l.resolution_a
+                        .iter()
+                        .map(|r| format!("{r:.1}"))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                    l.mean_score,
+                    l.seconds
+                ),
+            ));
+        }
+        if let Some(t) = &st.truth {
+            facts.push((
+                "vs truth".to_string(),
+                format!(
+                    "FSC 0.5 at {:?} Å; orientation {:.1}°, position {:.1} Å (median of {}); classes {:.0} % right",
+                    t.fsc_truth_05_a
+                        .iter()
+                        .map(|r| (r * 10.0).round() / 10.0)
+                        .collect::<Vec<_>>(),
+                    t.median_angle_deg,
+                    t.median_position_a,
+                    t.matched,
+                    100.0 * t.class_accuracy
+                ),
+            ));
+        }
+        series.push(SeriesReport {
+            name: format!("subtomogram averaging: {}", st.job),
+            facts,
+            images: st.pictures.clone(),
+        });
+    }
     let title = format!(
         "lamella {}: {} tilt series on {} rank(s); geometry: {}",
         summary.version,

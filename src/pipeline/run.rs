@@ -202,9 +202,34 @@ pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<Run
         h
     };
     let gathered = gather_serde(comm, 0, &done);
-    let root_outcome = if let Some(all) = gathered {
-        let mut series: Vec<SeriesSummary> = all.into_iter().flatten().collect();
-        series.sort_by(|a, b| a.name.cmp(&b.name));
+    // Rank 0: the exports the STA stage reads (tomograms.star, particles_picked.star).
+    let root = match gathered {
+        Some(all) => {
+            let mut series: Vec<SeriesSummary> = all.into_iter().flatten().collect();
+            series.sort_by(|a, b| a.name.cmp(&b.name));
+            let finished: Vec<String> = series
+                .iter()
+                .filter(|s| s.error.is_none())
+                .map(|s| s.name.clone())
+                .collect();
+            let exported = write_exports(&cfg, &finished).map_err(|e| e.to_string());
+            Some((series, exported))
+        }
+        None => None,
+    };
+    let sta = match &cfg.sta {
+        Some(st) if !interrupted => {
+            // every rank learns whether the inputs are there (rank 0 wrote them)
+            let ready: std::result::Result<(), String> =
+                broadcast_serde(comm, 0, root.as_ref().map(|(_, e)| e.clone().map(|_| ())));
+            ready.map_err(Error::Runtime)?;
+            Some(sta_stage(&cfg, st, &jobs, opts, comm)?)
+        }
+        _ => None,
+    };
+    let sta_interrupted = sta.as_ref().is_some_and(|(_, o)| o.interrupted);
+    let root_outcome = if let Some((series, exported)) = root {
+        exported.map_err(Error::Runtime)?;
         let failed = series.iter().filter(|s| s.error.is_some()).count();
         let exit_code = series
             .iter()
@@ -215,9 +240,10 @@ pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<Run
             version: VERSION.to_string(),
             ranks: comm.size(),
             wall_seconds: t0.elapsed().as_secs_f64(),
-            complete: !interrupted && series.len() == jobs.len(),
+            complete: !interrupted && !sta_interrupted && series.len() == jobs.len(),
             geometry: geometry_note(&cfg),
             series,
+            sta: sta.and_then(|(s, _)| s),
         };
         finish_root(
             &cfg,
@@ -232,7 +258,7 @@ pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<Run
             summary: Some(summary),
             failed,
             exit_code,
-            interrupted,
+            interrupted: interrupted || sta_interrupted,
         })
     } else {
         None
@@ -242,6 +268,73 @@ pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<Run
         Some(o) => o,
         None => shared,
     })
+}
+
+/// Rank 0 after the gather: the truth index, `relion/tomograms.star` (+ tilt-series STARs,
+/// `particles_truth.star`) and, with `[pick]`, `relion/particles_picked.star`.
+fn write_exports(cfg: &Config, finished: &[String]) -> Result<()> {
+    if let Some(s) = &cfg.simulate {
+        let dir = cfg.out.join("sim");
+        let names: Vec<String> = finished
+            .iter()
+            .filter(|n| dir.join(format!("{n}_truth.json")).exists())
+            .cloned()
+            .collect();
+        if !names.is_empty() {
+            simio::write_truth_index(&dir, s.seed, &s.preset, &names)?;
+        }
+    }
+    super::export::write_relion_exports(&cfg.out, finished, cfg.simulate.is_some())?;
+    if cfg.pick.is_some() {
+        match super::pick::write_picked_star(&cfg.out, finished)? {
+            Some((p, n)) => tracing::info!("{n} picked particles in {}", p.display()),
+            None => tracing::warn!("[pick]: no series has picks"),
+        }
+    }
+    Ok(())
+}
+
+/// The `[sta]` stage, collective: refine the particles (default the merged picks) in the
+/// exported tomograms into `sta/<job>/`; rank 0 then writes `sta/<job>.h5` and compares with
+/// the truth of a simulated run. Returns the summary (rank 0) and the outcome.
+fn sta_stage(
+    cfg: &Config,
+    st: &super::sta::StaConfig,
+    jobs: &[Job],
+    opts: &RunOptions,
+    comm: &dyn Comm,
+) -> Result<(Option<super::sta::StaSummary>, super::sta::StaOutcome)> {
+    let relion = cfg.out.join("relion");
+    let particles = st
+        .particles
+        .clone()
+        .unwrap_or_else(|| relion.join("particles_picked.star"));
+    let job_dir = cfg.out.join("sta").join(&st.job);
+    let _span = tracing::info_span!("sta", job = %st.job).entered();
+    let o = super::sta::run_sta(
+        st,
+        &relion.join("tomograms.star"),
+        &particles,
+        &job_dir,
+        opts.resume,
+        comm,
+    )?;
+    if comm.rank() != 0 || o.interrupted {
+        return Ok((None, o));
+    }
+    let structures: Option<Vec<sim::Structure>> = jobs.iter().find_map(|j| match &j.source {
+        Source::Sim { params, .. } => Some(params.structures.iter().map(|s| s.0.clone()).collect()),
+        Source::Input(_) => None,
+    });
+    let truth_star = relion.join("particles_truth.star");
+    let summary = super::sta::finish_stage(
+        &cfg.out,
+        &job_dir,
+        st,
+        &o,
+        structures.as_deref().map(|s| (truth_star.as_path(), s)),
+    )?;
+    Ok((Some(summary), o))
 }
 
 fn geometry_note(cfg: &Config) -> String {
@@ -261,8 +354,7 @@ fn geometry_note(cfg: &Config) -> String {
     }
 }
 
-/// Rank 0 after the gather (no collectives here): truth index, summary.json, lamella.h5,
-/// the table.
+/// Rank 0 at the end (no collectives here): summary.json, the report, lamella.h5, the table.
 fn finish_root(
     cfg: &Config,
     config_text: &str,
@@ -272,25 +364,6 @@ fn finish_root(
     summary: &RunSummary,
     start_time: &str,
 ) -> Result<()> {
-    if let Some(s) = &cfg.simulate {
-        let dir = cfg.out.join("sim");
-        let names: Vec<String> = summary
-            .series
-            .iter()
-            .filter(|x| dir.join(format!("{}_truth.json", x.name)).exists())
-            .map(|x| x.name.clone())
-            .collect();
-        if !names.is_empty() {
-            simio::write_truth_index(&dir, s.seed, &s.preset, &names)?;
-        }
-    }
-    let finished: Vec<String> = summary
-        .series
-        .iter()
-        .filter(|s| s.error.is_none())
-        .map(|s| s.name.clone())
-        .collect();
-    super::export::write_relion_exports(&cfg.out, &finished, cfg.simulate.is_some())?;
     simio::write_json(&cfg.out.join("summary.json"), summary)?;
     pictures::write_index(&cfg.out, summary)?;
     let info = RunInfo {
@@ -308,7 +381,13 @@ fn finish_root(
         .filter(|s| cfg.out.join("ts").join(format!("{}.h5", s.name)).exists())
         .map(|s| (s.name.clone(), format!("ts/{}.h5", s.name)))
         .collect();
-    container::write_master(&cfg.out.join("lamella.h5"), &info, &links)?;
+    let sta_links: Vec<(String, String)> = summary
+        .sta
+        .iter()
+        .map(|s| (s.job.clone(), format!("sta/{}.h5", s.job)))
+        .filter(|(_, rel)| cfg.out.join(rel).exists())
+        .collect();
+    container::write_master(&cfg.out.join("lamella.h5"), &info, &links, &sta_links)?;
     println!("{}", summary.table());
     println!("results: {}", cfg.out.display());
     println!("report:  {}", cfg.out.join("report/index.html").display());
@@ -324,7 +403,9 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
     let align_json = serde_json::to_string(&cfg.align).unwrap_or_default();
     let motion_json = serde_json::to_string(&cfg.motioncorr).unwrap_or_default();
     let ctf_json = serde_json::to_string(&cfg.ctf).unwrap_or_default();
+    let pick_json = serde_json::to_string(&cfg.pick).unwrap_or_default();
     let hash = container::input_hash(&[
+        pick_json.as_bytes(),
         VERSION.as_bytes(),
         job_key(job).as_bytes(),
         recon_json.as_bytes(),
@@ -501,6 +582,29 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         });
         files.push(rel);
     }
+    let recon_s = t.elapsed().as_secs_f64();
+    seconds.insert("reconstruct".to_string(), recon_s);
+    stages.push(StageRecord {
+        name: "reconstruct".into(),
+        input_hash: hash.clone(),
+        seconds: recon_s,
+        complete: true,
+    });
+    let picked = match &cfg.pick {
+        Some(pc) => {
+            let p = pick_series(cfg, pc, job, &loaded, &tomograms)?;
+            seconds.insert("pick".to_string(), p.seconds);
+            stages.push(StageRecord {
+                name: "pick".into(),
+                input_hash: hash.clone(),
+                seconds: p.seconds,
+                complete: true,
+            });
+            pictures.extend(p.pictures.iter().cloned());
+            Some(p)
+        }
+        None => None,
+    };
     if let Some(first) = tomograms.first() {
         let (nz, ny, nx) = first.data.dim();
         let stack = match &job.source {
@@ -519,28 +623,18 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
             },
         )?;
     }
-    let recon_s = t.elapsed().as_secs_f64();
-    seconds.insert("reconstruct".to_string(), recon_s);
     let record = SeriesRecord {
         name: job.name.clone(),
         geometry: loaded.geometry.clone(),
         nominal_tilts_deg: loaded.nominal_tilts_deg.clone(),
         tomograms,
-        stages: {
-            stages.push(StageRecord {
-                name: "reconstruct".into(),
-                input_hash: hash,
-                seconds: recon_s,
-                complete: true,
-            });
-            stages
-        },
+        stages,
         truth_correlation: corr.values().next().copied(),
         rank: comm.rank(),
         alignment: aligned.as_ref().map(|a| a.report.clone()),
         motion: moved.as_ref().map(|m| m.table.clone()),
         ctf: ctf.as_ref().map(|c| c.0.table.clone()),
-        picking: None,
+        picking: picked.as_ref().map(|p| p.record.clone()),
     };
     let summary = SeriesSummary {
         name: job.name.clone(),
@@ -556,6 +650,7 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
         motion: moved.map(|m| m.summary),
         alignment: aligned.map(|a| a.summary),
         ctf: ctf.map(|c| c.0.summary(&|p| rel_to(&cfg.out, p))),
+        picking: picked.map(|p| p.summary),
         error: None,
         error_code: None,
     };
@@ -753,6 +848,58 @@ fn align_series(
         summary,
         seconds: t.elapsed().as_secs_f64(),
     })
+}
+
+/// The pick stage of one series (`super::pick`): search the tomogram of the configured
+/// binning with the template (the first simulated structure by default), and compare with
+/// the simulator's truth when the series is simulated.
+fn pick_series(
+    cfg: &Config,
+    pc: &super::pick::PickConfig,
+    job: &Job,
+    loaded: &LoadedSeries,
+    tomograms: &[TomogramRecord],
+) -> Result<super::pick::Picked> {
+    let bin = pc.binning(&cfg.reconstruct.binnings);
+    let tomo = tomograms
+        .iter()
+        .find(|t| t.bin == bin)
+        .ok_or_else(|| Error::Config(format!("pick.bin = {bin}: no tomogram of that binning")))?;
+    let shared = simio::find_shared_data(cfg.shared_data.as_deref()).unwrap_or_default();
+    let (simulated, truth) = match &job.source {
+        Source::Sim { params, .. } => {
+            let p = cfg.out.join("sim").join(format!("{}_truth.json", job.name));
+            let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+            let t: sim::SeriesTruth = serde_json::from_str(&text)
+                .map_err(|e| Error::bad_input(&p, "json", e.to_string()))?;
+            (params.structures.first().map(|s| &s.0), Some(t))
+        }
+        Source::Input(_) => (None, None),
+    };
+    let (structure, label) = super::pick::template_structure(pc, &shared, simulated)?;
+    let symmetry = pc
+        .symmetry
+        .as_deref()
+        .or(cfg.sta.as_ref().map(|s| s.symmetry.as_str()))
+        .unwrap_or("C1")
+        .parse()?;
+    super::pick::pick_series(
+        pc,
+        &super::pick::PickInput {
+            out: &cfg.out,
+            name: &job.name,
+            tomogram: &tomo.data,
+            bin,
+            pixel_a: tomo.pixel_a,
+            geometry: &loaded.geometry,
+            template: &structure,
+            template_name: &label,
+            bright: cfg.reconstruct.invert_contrast,
+            ctf_correction: cfg.reconstruct.ctf_correction,
+            truth: truth.as_ref(),
+            symmetry,
+        },
+    )
 }
 
 /// The true geometry with nominal angles and no shifts (what the microscope reports).

@@ -37,6 +37,9 @@ pub struct SeriesSummary {
     /// CTF estimation outcome, when a `[ctf]` stage ran.
     #[serde(default)]
     pub ctf: Option<crate::ctf::stage::CtfSummary>,
+    /// Template-matching outcome, when a `[pick]` stage ran.
+    #[serde(default)]
+    pub picking: Option<crate::pick::output::PickSummary>,
     /// Error message when the series failed.
     pub error: Option<String>,
     /// Exit code of the failure (DESIGN §6).
@@ -86,6 +89,9 @@ pub struct RunSummary {
     pub geometry: String,
     /// Per series, sorted by name.
     pub series: Vec<SeriesSummary>,
+    /// Subtomogram averaging over all series, when an `[sta]` stage ran.
+    #[serde(default)]
+    pub sta: Option<super::sta::StaSummary>,
 }
 
 impl RunSummary {
@@ -130,6 +136,13 @@ impl RunSummary {
         let ctf = self.series.iter().any(|s| s.ctf.is_some());
         if ctf {
             out.push_str(&format!(" {:>9} {:>11}", "defocus", "defocus err"));
+        }
+        let picked = self.series.iter().any(|s| s.picking.is_some());
+        if picked {
+            out.push_str(&format!(
+                " {:>6} {:>7} {:>9}",
+                "picks", "recall", "precision"
+            ));
         }
         out.push_str("  status\n");
         for s in &self.series {
@@ -185,12 +198,49 @@ impl RunSummary {
                         .unwrap_or_else(|| "-".into()),
                 ));
             }
+            if picked {
+                let p = s.picking.as_ref();
+                let a = p.and_then(|p| p.accuracy.as_ref());
+                out.push_str(&format!(
+                    " {:>6} {:>7} {:>9}",
+                    p.map(|p| p.picked.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    cell(a.map(|a| a.recall), ""),
+                    cell(a.map(|a| a.precision), ""),
+                ));
+            }
             let status = match (&s.error, s.resumed) {
                 (Some(e), _) => format!("FAILED: {e}"),
                 (None, true) => "resumed (done earlier)".into(),
                 (None, false) => "ok".into(),
             };
             out.push_str(&format!("  {status}\n"));
+        }
+        if let Some(st) = &self.sta {
+            let res: Vec<String> = st.resolution_a.iter().map(|r| format!("{r:.1}")).collect();
+            out.push_str(&format!(
+                "sta {}: {} particles, {} class(es), {} iterations, gold-standard resolution {} Å \
+                 (Nyquist {:.1} Å), {:.1} s",
+                st.job,
+                st.particles,
+                st.classes,
+                st.log.len(),
+                res.join(", "),
+                st.nyquist_a,
+                st.seconds
+            ));
+            if let Some(t) = &st.truth {
+                let f: Vec<String> = t.fsc_truth_05_a.iter().map(|r| format!("{r:.1}")).collect();
+                out.push_str(&format!(
+                    "; vs truth: FSC 0.5 at {} Å, orientation {:.1}°, position {:.1} Å, \
+                     classes {:.0} % right",
+                    f.join(", "),
+                    t.median_angle_deg,
+                    t.median_position_a,
+                    100.0 * t.class_accuracy
+                ));
+            }
+            out.push('\n');
         }
         out.push_str(&format!(
             "{} series on {} rank(s) in {:.1} s; geometry: {}{}\n",

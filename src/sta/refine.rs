@@ -263,6 +263,12 @@ pub fn initial_state(
     })
 }
 
+/// The soft spherical mask of a refinement (`box_px³`, `[z, y, x]`, centre voxel n/2):
+/// radius `params.mask_radius_a` at voxel `voxel_a` Å, 3-voxel raised-cosine edge.
+pub fn refinement_mask(params: &RefineParams, voxel_a: f64) -> Array3<f32> {
+    soft_sphere(params.box_px, params.mask_radius_a / voxel_a, 3.0)
+}
+
 /// Sums of the particles at their current poses (this rank's share, then reduced).
 fn accumulate(
     comm: &dyn Comm,
@@ -273,7 +279,7 @@ fn accumulate(
 ) -> Result<Sums> {
     let n = params.box_px;
     let voxel_a = tomos[0].voxel_a;
-    let mask = soft_sphere(n, params.mask_radius_a / voxel_a, 3.0);
+    let mask = refinement_mask(params, voxel_a);
     let plan = Fft3::new(n, n, n);
     let mine: Vec<usize> = (0..particles.len())
         .filter(|i| i % comm.size() == comm.rank())
@@ -350,7 +356,7 @@ pub fn iterate(
             })
         })
         .collect();
-    let mask = soft_sphere(n, params.mask_radius_a / voxel_a, 3.0);
+    let mask = refinement_mask(params, voxel_a);
     let step = (params.local_step_deg / 2f64.powi(it as i32 - 1)).max(params.min_step_deg);
     let global = if it == 1 {
         params.global_step_deg

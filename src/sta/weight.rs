@@ -38,6 +38,22 @@ pub enum CtfMode {
     None,
 }
 
+impl std::str::FromStr for CtfMode {
+    type Err = crate::Error;
+    /// `signed`, `flipped` or `none` (any case).
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "signed" => Ok(CtfMode::Signed),
+            "flipped" => Ok(CtfMode::Flipped),
+            "none" => Ok(CtfMode::None),
+            _ => Err(crate::Error::Config(format!(
+                "CTF mode {s:?}: use signed (tomogram not CTF-corrected), flipped \
+                 (phase-flipped) or none"
+            ))),
+        }
+    }
+}
+
 /// One tilt's contribution.
 #[derive(Clone, Debug)]
 struct TiltTransfer {

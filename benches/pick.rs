@@ -13,7 +13,9 @@
 //!   timed ([`Matcher::score_rotation`], the work every rotation repeats) and, separately,
 //!   [`search`] over 3 rotations (adds the best-score/index update per rotation and the
 //!   allocation of the two result maps that a search does once). The per-tomogram set-up
-//!   ([`Matcher::new`]: tomogram FFTs, local σ) is printed once.
+//!   ([`Matcher::new`]: tomogram FFTs, local σ) is printed once. `score_rotation_ny480`:
+//!   the same on a 462 × 480 × 250 grid (478 = 2·239 makes the y FFT prime-length; 480 is
+//!   smooth), to show what padding the grid would gain.
 //!
 //! Throughput is in rotations (criterion's "elements"); docs/performance.md has the figures.
 
@@ -84,16 +86,14 @@ fn small(c: &mut Criterion) {
     group.finish();
 }
 
-fn pytom_geometry(c: &mut Criterion) {
-    let (nz, ny, nx) = (250, 478, 462);
-    let pixel_a = 5.0;
-    let tomogram = Array3::from_shape_fn((nz, ny, nx), |(z, y, x)| {
+/// A [`Matcher`] for a deterministic textured `(nz, ny, nx)` tomogram and `template`
+/// (pixel `pixel_a`), weighted for a −60…60°/3° series; prints the set-up time.
+fn textured_matcher(shape: (usize, usize, usize), template: &Template, pixel_a: f64) -> Matcher {
+    let (nz, ny, nx) = shape;
+    let tomogram = Array3::from_shape_fn(shape, |(z, y, x)| {
         ((z * 5 + y * 11 + x * 3) % 13) as f32 + ((x * y + z) % 7) as f32 * 0.3
     });
-    let apo = Structure::Pdb(shared_data().join("structures").join("6z6u.pdb"));
-    let template = Template::from_structure(&apo, pixel_a, Some(34)).expect("template");
     let n = template.size();
-    assert_eq!(n, 34);
     let angles: Vec<f64> = (0..41).map(|i| -60.0 + 3.0 * i as f64).collect();
     let geom = TiltSeriesGeometry::from_angles(nx, ny, pixel_a, &angles, 85.0);
     let params = PickParams::default();
@@ -104,14 +104,22 @@ fn pytom_geometry(c: &mut Criterion) {
     );
     let weight = tomogram_weight(&geom, [0.0; 3], &params.weight, n, pixel_a);
     let t = Instant::now();
-    let mut matcher = Matcher::new(tomogram.view(), &template, &mask, weight).expect("matcher");
+    let matcher = Matcher::new(tomogram.view(), template, &mask, weight).expect("matcher");
     eprintln!(
-        "pick pytom geometry: {nx}×{ny}×{nz} tomogram, {n}³ template (radius {:.0} Å at {pixel_a} Å): \
+        "pick: {nx}×{ny}×{nz} tomogram, {n}³ template (radius {:.0} Å at {pixel_a} Å): \
          set-up (Matcher::new) {:.2} s",
         template.radius_a,
         t.elapsed().as_secs_f64()
     );
-    drop(tomogram);
+    matcher
+}
+
+fn pytom_geometry(c: &mut Criterion) {
+    let pixel_a = 5.0;
+    let apo = Structure::Pdb(shared_data().join("structures").join("6z6u.pdb"));
+    let template = Template::from_structure(&apo, pixel_a, Some(34)).expect("template");
+    assert_eq!(template.size(), 34);
+    let mut matcher = textured_matcher((250, 478, 462), &template, pixel_a);
     let rotations = uniform_rotations(30.0);
     let mut group = c.benchmark_group("pick_pytom_462x478x250_t34");
     group.sample_size(10);
@@ -135,6 +143,17 @@ fn pytom_geometry(c: &mut Criterion) {
             let lo = (3 * k) % (rotations.len() - 3);
             k += 1;
             search(&mut matcher, &rotations[lo..lo + 3], &LocalComm, |_, _| {})
+        })
+    });
+    drop(matcher);
+    // 478 = 2·239: the y transform is a prime-length (Bluestein) FFT; the same search on
+    // a grid padded to 480 = 2⁵·3·5 y lines
+    let mut padded = textured_matcher((250, 480, 462), &template, pixel_a);
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("score_rotation_ny480", |b| {
+        b.iter(|| {
+            padded.score_rotation(&rotations[k % rotations.len()]);
+            k += 1;
         })
     });
     group.finish();

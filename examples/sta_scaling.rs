@@ -13,7 +13,8 @@
 //! one `sta_scaling` line per iteration (wall time between barriers, so the slowest rank
 //! counts) and one `sta_comm` line with the bytes of the iteration's collectives: the
 //! allreduce of the Fourier sums (f64) and the all-gather of the particles' new states
-//! (JSON). `cpu_s` is the CPU time (user + system) of the iteration summed over the ranks:
+//! (JSON; and how long parsing the JSON of 10^5 particles takes, which every rank does at
+//! that scale). `cpu_s` is the CPU time (user + system) of the iteration summed over the ranks:
 //! on a machine shared with other jobs it says what the work costs when wall time cannot.
 //! `checksum` (sum of |half maps|) and `resolution` show that the ranks agree.
 
@@ -94,27 +95,47 @@ fn main() {
         // The allreduce buffer of one iteration: `Sums` of every class (sta::average).
         let sums = lamella::sta::average::Sums::new(n, state.half_maps.len());
         let allreduce = std::mem::size_of_val(sums.as_slice());
-        // The all-gather carries `{"index":i,"particle":{...}}` per particle (sta::refine).
-        let gather: usize = state
+        // The all-gather carries this rank's `Vec<Aligned>` as JSON (sta::refine): the
+        // same record layout, `{"index":i,"particle":{...}}`.
+        let records: Vec<Record> = state
             .particles
             .iter()
             .enumerate()
-            .map(|(i, q)| {
-                format!(
-                    "{{\"index\":{i},\"particle\":{}}}",
-                    serde_json::to_string(q).expect("json")
-                )
-                .len()
-                    + 1
+            .map(|(index, q)| Record {
+                index,
+                particle: q.clone(),
             })
-            .sum();
+            .collect();
+        let gather = serde_json::to_vec(&records).expect("json").len();
+        // What every rank parses for 10^5 particles (the records above repeated).
+        let many: Vec<Record> = (0..100_000)
+            .map(|i| Record {
+                index: i,
+                particle: records[i % records.len()].particle.clone(),
+            })
+            .collect();
+        let text = serde_json::to_vec(&many).expect("json");
+        let t = Instant::now();
+        let back: Vec<Record> = serde_json::from_slice(&text).expect("json");
+        let parse_s = t.elapsed().as_secs_f64();
+        assert_eq!(back.len(), many.len());
         println!(
-            "sta_comm ranks={} allreduce_bytes={allreduce} gather_bytes={gather} gather_bytes_per_particle={:.1}",
+            "sta_comm ranks={} allreduce_bytes={allreduce} gather_bytes={gather} \
+             gather_bytes_per_particle={:.1} parse_1e5_ms={:.1} parse_mb_per_s={:.0}",
             c.size(),
-            gather as f64 / count as f64
+            gather as f64 / count as f64,
+            1e3 * parse_s,
+            text.len() as f64 / parse_s / 1e6
         );
     }
     drop(comm); // finalises MPI
+}
+
+/// One particle's record in the all-gather of `sta::refine::iterate` (its `Aligned`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    index: usize,
+    particle: lamella::sta::refine::Particle,
 }
 
 /// CPU time (user + system) of this process so far, seconds (Linux `/proc/self/stat`,

@@ -41,8 +41,8 @@ printf '%s\n' "${LINES[@]}" | awk '
     row[++n] = sprintf("| %5d | %7d | %9d | %7.2f | %11.2f | %8.2f | %15.1f | %s |", r, t, it, s,
       v("particles_per_s"), (base[t, it] > 0 ? base[t, it] / s : 0), v("cpu_ms_per_particle"), v("checksum"))
   }
-  /^sta_comm/ { comm = sprintf("allreduce %d bytes per iteration; all-gather %d bytes (%.1f per particle)",
-      v("allreduce_bytes"), v("gather_bytes"), v("gather_bytes_per_particle")) }
+  /^sta_comm/ { comm = sprintf("allreduce %d bytes per iteration; all-gather %d bytes (%.1f per particle; JSON of 10^5 particles parsed in %s ms)",
+      v("allreduce_bytes"), v("gather_bytes"), v("gather_bytes_per_particle"), v("parse_1e5_ms")) }
   END {
     print "| ranks | threads | iteration | seconds | particles/s | speed-up | CPU ms/particle | map checksum |"
     print "|------:|--------:|----------:|--------:|------------:|---------:|----------------:|:-------------|"

@@ -1,5 +1,6 @@
 //! Subtomogram averaging: per-particle transfer (wedge, CTF, dose) weights, extraction,
-//! alignment, Fourier-space averaging, FSC, classification and the refinement loop.
+//! alignment, Fourier-space averaging, FSC, classification, the refinement loop and the
+//! RELION 3.1 subtomogram export (`relion31`).
 //!
 //! Stage code here is pure (arrays in, arrays out, no files, no MPI); `pipeline/` and
 //! `cli/` do the I/O and hand a [`crate::comm::Comm`] to the reductions.
@@ -12,4 +13,5 @@ pub mod insert;
 pub mod mask;
 pub mod particles2d;
 pub mod refine;
+pub mod relion31;
 pub mod weight;

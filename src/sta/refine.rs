@@ -143,8 +143,13 @@ pub fn symmetrise(map: ArrayView3<f32>, sym: &Symmetry) -> Array3<f32> {
     acc / ops.len() as f32
 }
 
-/// Cut, normalise and weight one particle: `(box, transfer in the tomogram frame, residual)`.
-fn particle_box(
+/// Cut, normalise and weight one particle of tomogram `t` as the refinement sees it: the
+/// box `[z, y, x]` (`params.box_px`³, values × −1 when `params.invert`, background outside
+/// `mask` (`mask < 0.5`, box³) at mean 0 and sd 1), its transfer model (wedge, CTF at the
+/// particle's depth, dose; evaluate with the identity frame for the box's own frame, the
+/// tomogram's) and the sub-voxel residual of the particle from the box centre `n/2`, voxels
+/// `(x, y, z)` ([`crate::sta::extract::extract_box`]).
+pub fn particle_box(
     t: &Tomogram,
     p: &Particle,
     params: &RefineParams,

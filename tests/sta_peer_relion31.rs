@@ -223,7 +223,7 @@ fn lamella_and_relion31_refine_the_same_subtomograms() {
     let apo = Structure::Pdb(shared_data().join("structures").join("6z6u.pdb"))
         .render(VOXEL_A)
         .unwrap();
-    let true_map = lamella::cli::sta::centre_box(&apo.potential, BOX);
+    let true_map = lamella::pick::template::recentre_box(&apo.potential, BOX);
     mrc::write(
         &d.join("reference.mrc"),
         true_map.view(),
@@ -292,7 +292,7 @@ fn lamella_and_relion31_refine_the_same_subtomograms() {
         return;
     }
     // The RELION 3.1 input: lamella's boxes and transfers of the start particles.
-    let tomos = lamella::cli::sta::read_tomograms(&relion_dir.join("tomograms.star")).unwrap();
+    let tomos = lamella::pipeline::sta::read_tomograms(&relion_dir.join("tomograms.star")).unwrap();
     let particles: Vec<Particle> = start
         .iter()
         .enumerate()

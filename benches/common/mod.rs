@@ -148,7 +148,7 @@ pub fn sta_problem(n: usize, particles: usize) -> StaProblem {
     use lamella::sta::refine::{Particle, RefineParams, Tomogram};
     let sim = simulated_tomogram(n, 500.0, particles, 3);
     let box_px = 24;
-    let reference = lamella::cli::sta::centre_box(
+    let reference = lamella::pick::template::recentre_box(
         &sim.structure.render(sim.pixel_a).expect("render").potential,
         box_px,
     );

@@ -225,7 +225,7 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut summary = PickSummary::of(&r, &template_name, 1, template.size(), &params, comm.size());
-    let range = tilt_range(geom.as_ref());
+    let range = output::tilt_range(geom.as_ref());
     let files = output::write_outputs(
         &a.out,
         &name,
@@ -264,23 +264,6 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
         summary.files.join(", ")
     );
     Ok(0)
-}
-
-/// The lowest and highest tilt of `geom`, degrees (±60 when unknown).
-pub fn tilt_range(geom: Option<&TiltSeriesGeometry>) -> [f64; 2] {
-    match geom {
-        Some(g) if !g.tilts.is_empty() => [
-            g.tilts
-                .iter()
-                .map(|t| t.tilt_deg)
-                .fold(f64::INFINITY, f64::min),
-            g.tilts
-                .iter()
-                .map(|t| t.tilt_deg)
-                .fold(f64::NEG_INFINITY, f64::max),
-        ],
-        _ => [-60.0, 60.0],
-    }
 }
 
 fn stem(p: &Path) -> String {

@@ -218,6 +218,23 @@ pub fn write_outputs(
     Ok(files)
 }
 
+/// The lowest and highest tilt of `geom`, degrees (±60 when unknown).
+pub fn tilt_range(geom: Option<&crate::core::geometry::TiltSeriesGeometry>) -> [f64; 2] {
+    match geom {
+        Some(g) if !g.tilts.is_empty() => [
+            g.tilts
+                .iter()
+                .map(|t| t.tilt_deg)
+                .fold(f64::INFINITY, f64::min),
+            g.tilts
+                .iter()
+                .map(|t| t.tilt_deg)
+                .fold(f64::NEG_INFINITY, f64::max),
+        ],
+        _ => [-60.0, 60.0],
+    }
+}
+
 impl PickFiles {
     /// Every path, in the order of the module docs.
     pub fn all(&self) -> Vec<&Path> {

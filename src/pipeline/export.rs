@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::io::relion::{
     write_particles_star, write_tomograms_star, ParticleRecord, TomogramEntry,
 };
-use crate::sim::SeriesTruth;
 
 /// What one series contributes to `tomograms.star`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -93,9 +92,7 @@ pub fn write_relion_exports(out: &Path, names: &[String], simulated: bool) -> Re
         let mut pixel = 0.0;
         for e in &entries {
             let p = out.join("sim").join(format!("{}_truth.json", e.name));
-            let text = std::fs::read_to_string(&p).map_err(|err| Error::io(&p, err))?;
-            let t: SeriesTruth = serde_json::from_str(&text)
-                .map_err(|err| Error::bad_input(&p, "json", err.to_string()))?;
+            let t = super::simio::read_truth(&p)?;
             pixel = t.pixel_a;
             for q in &t.particles {
                 particles.push(ParticleRecord {

@@ -20,7 +20,7 @@ use crate::motion::local::LocalParams;
 use crate::motion::movie::locate_movies;
 use crate::motion::output::{MotionFiles, MotionRecord};
 use crate::motion::{rms_trajectory_error, Exposure, GlobalParams, MotionParams};
-use crate::sim::{SeriesParams, SeriesTruth};
+use crate::sim::SeriesParams;
 use crate::{Error, Result, VERSION};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -426,9 +426,7 @@ pub fn motion_table(rec: &MotionRecord) -> MotionTable {
 /// RMS trajectory error (pixels, each movie's common offset removed) of `rec` against the
 /// simulator's truth file `path` (`sim/<name>_truth.json`).
 pub fn truth_error(path: &Path, rec: &MotionRecord) -> Result<f64> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let t: SeriesTruth = serde_json::from_str(&text)
-        .map_err(|e| Error::bad_input(path, "truth", format!("not a lamella truth file: {e}")))?;
+    let t = super::simio::read_truth(path)?;
     let truth: Vec<Vec<[f64; 2]>> = t
         .tilts
         .iter()

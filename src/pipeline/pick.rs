@@ -245,7 +245,7 @@ pub fn pick_series(cfg: &PickConfig, inp: &PickInput) -> Result<Picked> {
         summary.accuracy = Some(acc);
     }
     let dir = inp.out.join("pick");
-    let range = crate::cli::pick::tilt_range(Some(inp.geometry));
+    let range = output::tilt_range(Some(inp.geometry));
     let files = output::write_outputs(
         &dir,
         inp.name,

@@ -869,10 +869,10 @@ fn pick_series(
     let (simulated, truth) = match &job.source {
         Source::Sim { params, .. } => {
             let p = cfg.out.join("sim").join(format!("{}_truth.json", job.name));
-            let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-            let t: sim::SeriesTruth = serde_json::from_str(&text)
-                .map_err(|e| Error::bad_input(&p, "json", e.to_string()))?;
-            (params.structures.first().map(|s| &s.0), Some(t))
+            (
+                params.structures.first().map(|s| &s.0),
+                Some(simio::read_truth(&p)?),
+            )
         }
         Source::Input(_) => (None, None),
     };

@@ -151,6 +151,13 @@ pub fn write_truth_index(dir: &Path, seed: u64, preset: &str, names: &[String]) 
     write_json(&dir.join("truth.json"), &truth)
 }
 
+/// Read a simulator truth file (`sim/<name>_truth.json`, written by [`write_series`]).
+pub fn read_truth(path: &Path) -> Result<SeriesTruth> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::bad_input(path, "json", format!("not a lamella truth file: {e}")))
+}
+
 /// Serialise `value` as pretty JSON, atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)

@@ -682,10 +682,12 @@ fn best_labelling(pairs: &[(usize, usize)], k: usize, structures: usize) -> Vec<
         .unwrap_or(identity)
 }
 
-/// Compare the refinement in `job_dir` with the truth of a simulated run: particles from
-/// `truth_star` (RELION-5, class = structure index + 1), true maps from `structures`.
+/// Compare a refinement (its `refined` particles and final `maps`, one per class) with the
+/// truth of a simulated run: particles from `truth_star` (RELION-5, class = structure
+/// index + 1), true maps from `structures`.
 fn against_truth(
-    job_dir: &Path,
+    refined: &[ParticleRecord],
+    maps: &[Array3<f32>],
     truth_star: &Path,
     structures: &[crate::sim::Structure],
     o: &StaOutcome,
@@ -694,7 +696,6 @@ fn against_truth(
     use crate::core::geometry::euler_zyz_to_matrix;
     use crate::pick::evaluate::{evaluate, Posed};
     let truth = read_particles_star(truth_star)?;
-    let refined = read_particles_star(&job_dir.join("particles.star"))?;
     let sym = symmetry.parse::<crate::core::so3::Symmetry>()?.matrices();
     let posed = |r: &ParticleRecord| Posed {
         position_a: r.centered_coordinate_a,
@@ -727,7 +728,7 @@ fn against_truth(
             fsc_truth_05_a.push(f64::NAN);
             continue;
         };
-        let map = read_map(&job_dir.join(format!("{}map.mrc", class_tag(c, o.classes))))?;
+        let map = &maps[c];
         let t = recentre_box(&st.render(o.voxel_a)?.potential, o.box_px);
         let f = crate::recon::fsc::fsc(map.view(), t.view(), o.voxel_a);
         fsc_truth_05_a.push(crate::sta::fsc::resolution_at(&f.s_per_a, &f.fsc, 0.5));
@@ -819,21 +820,20 @@ pub fn finish_stage(
         .collect();
     let params = cfg.params(o.voxel_a)?;
     let h5 = out.join("sta").join(format!("{}.h5", cfg.job));
-    write_sta_file(
-        &h5,
-        &StaRecord {
-            job: cfg.job.clone(),
-            voxel_a: o.voxel_a,
-            symmetry: cfg.symmetry.clone(),
-            mask_radius_a: o.mask_radius_a,
-            mask: crate::sta::refine::refinement_mask(&params, o.voxel_a),
-            iterations,
-            maps: maps.clone(),
-            resolution_a: o.resolution_a.clone(),
-            tomograms,
-            particles,
-        },
-    )?;
+    let record = StaRecord {
+        job: cfg.job.clone(),
+        voxel_a: o.voxel_a,
+        symmetry: cfg.symmetry.clone(),
+        mask_radius_a: o.mask_radius_a,
+        mask: crate::sta::refine::refinement_mask(&params, o.voxel_a),
+        iterations,
+        maps,
+        resolution_a: o.resolution_a.clone(),
+        tomograms,
+        particles,
+    };
+    write_sta_file(&h5, &record)?;
+    let maps = record.maps;
     let mut pictures = Vec::new();
     for (c, m) in maps.iter().enumerate() {
         let tag = class_tag(c, o.classes);
@@ -858,7 +858,7 @@ pub fn finish_stage(
     }
     let truth = match truth {
         Some((star, structures)) if star.is_file() => {
-            let t = against_truth(job_dir, star, structures, o, &cfg.symmetry)?;
+            let t = against_truth(&refined, &maps, star, structures, o, &cfg.symmetry)?;
             tracing::info!(
                 fsc_truth_05_a = ?t.fsc_truth_05_a,
                 median_angle_deg = t.median_angle_deg,

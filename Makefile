@@ -12,6 +12,8 @@ PY := $(abspath $(VENV))/bin/python
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export OMPI_MCA_rmaps_base_oversubscribe := 1
+# as the lamella binary does at start: atomic renames, not flock, keep HDF5 files consistent
+export HDF5_USE_FILE_LOCKING ?= FALSE
 MPIRUN ?= mpirun
 MPIRUN_FLAGS ?= --oversubscribe --bind-to none
 DEMO_OUT ?= demo-out

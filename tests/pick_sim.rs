@@ -156,16 +156,17 @@ fn apoferritin_recall_and_precision() {
     assert!(acc.median_distance_a <= 10.0, "{acc:?}");
 }
 
-/// With a lipid vesicle: every particle is still found, but the curved bilayer seen from
-/// inside correlates with the apoferritin shell (scores ≈ 0.25 against ≈ 0.5 for true
-/// particles, measured 2026-12-07) and passes the false-alarm threshold: precision 0.67
-/// here. Bound kept as a regression check (docs/pick.md, "what is left").
+/// With a lipid vesicle: the curved bilayer seen from inside correlates with the
+/// apoferritin shell (scores 0.15–0.20 against ≥ 0.38 for the true particles, measured
+/// 2026-12-08) above the false-alarm threshold (0.14); the background shell of the mask
+/// (`mask_scale` 1.3) and the score-gap rule drop them: recall and precision ≥ 0.9
+/// (1.0 / 1.0 measured; 1.0 / 0.67 without the two).
 #[test]
 fn apoferritin_with_a_vesicle() {
     let sim = simulate(10, 128, 1, 3, true);
     let acc = pick_and_score(&sim);
     assert!(acc.recall >= 0.9, "recall {:.2}", acc.recall);
-    assert!(acc.precision >= 0.6, "precision {:.2}", acc.precision);
+    assert!(acc.precision >= 0.9, "precision {:.2}", acc.precision);
 }
 
 /// The sign check: lamella's default tomogram (contrast inverted, dense matter bright)

@@ -46,6 +46,14 @@ pub struct Args {
     /// template's structure radius).
     #[arg(long)]
     pub radius: Option<f64>,
+    /// Correlation-mask radius as a multiple of the particle radius (≥ 1): above 1 the mask
+    /// holds a background shell, so membranes and other extended density score lower.
+    #[arg(long, default_value_t = crate::pick::default_mask_scale())]
+    pub mask_scale: f64,
+    /// Drop the weakest picks when a score drop between neighbours (strongest first) is at
+    /// least this ratio (never below 3 picks; ≤ 1: off).
+    #[arg(long, default_value_t = crate::pick::default_score_gap())]
+    pub score_gap: f64,
     /// Expected false picks per tomogram that set the score threshold.
     #[arg(long, default_value_t = 1.0)]
     pub n_false_alarms: f64,
@@ -194,6 +202,8 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
     let params = PickParams {
         angular_step_deg: a.angular_step,
         radius_a: a.radius,
+        mask_scale: a.mask_scale,
+        score_gap_ratio: a.score_gap,
         n_false_alarms: a.n_false_alarms,
         max_peaks: a.max_peaks,
         edge_px: None,

@@ -35,6 +35,17 @@ pub struct PickParams {
     /// Particle radius, Å: the mask radius and the non-maximum-suppression distance
     /// (`None` = the template's structure radius).
     pub radius_a: Option<f64>,
+    /// Radius of the correlation mask as a multiple of the particle radius (≥ 1). Above 1 the
+    /// mask holds a shell of background about the particle: density that goes on past the
+    /// particle (a membrane, a filament, a neighbour) raises the local σ there and lowers the
+    /// score, so extended objects that look like the particle locally are not picked.
+    #[serde(default = "default_mask_scale")]
+    pub mask_scale: f64,
+    /// Drop the weakest picks when they form a separate population: a score drop between
+    /// neighbouring picks (strongest first) of at least this ratio cuts the list
+    /// ([`peaks::score_gap_keep`], never below 3 picks); ≤ 1 switches it off.
+    #[serde(default = "default_score_gap")]
+    pub score_gap_ratio: f64,
     /// Expected number of false picks per tomogram that sets the threshold.
     pub n_false_alarms: f64,
     /// At most this many picks per tomogram.
@@ -46,11 +57,23 @@ pub struct PickParams {
     pub weight: WeightSpec,
 }
 
+/// The default [`PickParams::mask_scale`]: a background shell of 0.3 radii.
+pub fn default_mask_scale() -> f64 {
+    1.3
+}
+
+/// The default [`PickParams::score_gap_ratio`].
+pub fn default_score_gap() -> f64 {
+    1.5
+}
+
 impl Default for PickParams {
     fn default() -> Self {
         PickParams {
             angular_step_deg: 30.0,
             radius_a: None,
+            mask_scale: default_mask_scale(),
+            score_gap_ratio: default_score_gap(),
             n_false_alarms: 1.0,
             max_peaks: 1000,
             edge_px: None,
@@ -90,6 +113,8 @@ pub struct PickResult {
     pub sigma: f64,
     /// The false-alarm threshold used.
     pub threshold: f64,
+    /// The score of the strongest pick the score-gap rule dropped (`None`: none dropped).
+    pub gap_cut: Option<f64>,
     /// Particle radius used, Å.
     pub radius_a: f64,
     /// The picks, strongest first.
@@ -137,10 +162,26 @@ pub fn pick_tomogram(
             )));
         }
     }
-    let n = template.size();
+    if !(params.mask_scale.is_finite() && params.mask_scale >= 1.0) {
+        return Err(Error::Config(format!(
+            "mask scale {}: give a factor ≥ 1 of the particle radius (1 = the particle only)",
+            params.mask_scale
+        )));
+    }
     let radius_a = params.radius_a.unwrap_or(template.radius_a);
     let radius_px = radius_a / pixel_a;
-    let mask = crate::sta::mask::soft_sphere(n, radius_px.min(n as f64 / 2.0 - 1.0), 0.0);
+    let mask_px = radius_px * params.mask_scale;
+    // the template box must hold the mask and a voxel of margin
+    let need = 2 * (mask_px.ceil() as usize + 1);
+    let boxed;
+    let template = if need > template.size() {
+        boxed = template.reboxed(need);
+        &boxed
+    } else {
+        template
+    };
+    let n = template.size();
+    let mask = crate::sta::mask::soft_sphere(n, mask_px.min(n as f64 / 2.0 - 1.0), 0.0);
     let weight = match geom {
         Some(g) => tomogram_weight(g, [0.0; 3], &params.weight, n, pixel_a),
         None => {
@@ -181,7 +222,7 @@ pub fn pick_tomogram(
     let n_vox = pickable.iter().filter(|&&b| b).count();
     let threshold =
         peaks::false_alarm_threshold(sigma, params.n_false_alarms, n_vox, rotations.len());
-    let found = peaks::extract_peaks(
+    let mut found = peaks::extract_peaks(
         &maps.scores,
         &maps.index,
         threshold,
@@ -189,6 +230,18 @@ pub fn pick_tomogram(
         Some(&pickable),
         params.max_peaks,
     );
+    let found_scores: Vec<f64> = found.iter().map(|p| p.score as f64).collect();
+    let keep = peaks::score_gap_keep(&found_scores, params.score_gap_ratio, 3);
+    let gap_cut = found_scores.get(keep).copied();
+    if let Some(cut) = gap_cut {
+        tracing::info!(
+            dropped = found.len() - keep,
+            "score gap: {} weak pick(s) at ≤ {cut:.3} dropped (next above {:.3})",
+            found.len() - keep,
+            found_scores[keep - 1]
+        );
+    }
+    found.truncate(keep);
     let picks = found
         .into_iter()
         .map(|p| {
@@ -223,6 +276,7 @@ pub fn pick_tomogram(
         rotations,
         sigma,
         threshold,
+        gap_cut,
         radius_a,
         picks,
         search_seconds,

@@ -92,6 +92,31 @@ pub fn false_alarm_threshold(
     sigma * std::f64::consts::SQRT_2 * erfc_inv(2.0 * n_false_alarms / trials)
 }
 
+/// The number of peaks to keep of `scores` (strongest first) when the weakest ones are a
+/// separate population: the largest drop `s[i] / s[i+1]` between neighbours, over
+/// `i + 1 ≥ min_keep`, cuts the list when it is at least `ratio` (e.g. true particles at
+/// 0.4 and density inside a vesicle at 0.2 give 2.0); otherwise all are kept. `ratio ≤ 1`
+/// keeps all.
+pub fn score_gap_keep(scores: &[f64], ratio: f64, min_keep: usize) -> usize {
+    let n = scores.len();
+    if ratio <= 1.0 || n < 2 {
+        return n;
+    }
+    let mut best = (1.0f64, n);
+    for i in min_keep.max(1).saturating_sub(1)..n - 1 {
+        let (a, b) = (scores[i], scores[i + 1]);
+        let r = if b > 0.0 { a / b } else { f64::INFINITY };
+        if r > best.0 {
+            best = (r, i + 1);
+        }
+    }
+    if best.0 >= ratio {
+        best.1
+    } else {
+        n
+    }
+}
+
 /// Peaks of `scores` at or above `threshold`, strongest first, with non-maximum suppression:
 /// a voxel is taken unless it lies within `radius_px` of a stronger peak already taken.
 /// `mask` (when given) limits the voxels that may be picked; `index` gives each peak's
@@ -191,4 +216,18 @@ mod tests {
         let p = extract_peaks(&s, &idx, 0.5, 3.0, Some(&m), 100);
         assert_eq!(p[0].voxel, [5, 5, 7]);
     }
+
+    #[test]
+    fn score_gap_cuts_a_separate_weak_population() {
+        let s = [0.44, 0.43, 0.42, 0.40, 0.38, 0.20, 0.18, 0.15];
+        assert_eq!(score_gap_keep(&s, 1.5, 3), 5);
+        // a continuum is kept whole
+        let c: Vec<f64> = (0..20).map(|i| 0.5 - 0.01 * i as f64).collect();
+        assert_eq!(score_gap_keep(&c, 1.5, 3), 20);
+        // one strong outlier on top (a bead) does not cut the particles below it
+        let b = [0.9, 0.4, 0.39, 0.38, 0.37];
+        assert_eq!(score_gap_keep(&b, 1.5, 3), 5);
+        assert_eq!(score_gap_keep(&s, 0.0, 3), s.len());
+    }
 }
+

@@ -133,6 +133,17 @@ impl Template {
     pub fn size(&self) -> usize {
         self.volume.dim().0
     }
+
+    /// The same template in an `n³` box (zero-padded or cropped about the centre voxel;
+    /// `n` rounded up to even).
+    pub fn reboxed(&self, n: usize) -> Template {
+        let n = n + n % 2;
+        Template {
+            volume: recentre_box(&self.volume, n),
+            pixel_a: self.pixel_a,
+            radius_a: self.radius_a,
+        }
+    }
 }
 
 /// Crop or zero-pad `vol` (`[z, y, x]`, any shape) about its centre voxel (`d/2` per axis)

@@ -53,6 +53,14 @@ pub struct PickConfig {
     /// Particle radius: mask and minimum distance between picks (default: the template's).
     #[serde(default)]
     pub radius_a: Option<f64>,
+    /// Correlation-mask radius as a multiple of the particle radius (≥ 1; see
+    /// [`PickParams::mask_scale`]).
+    #[serde(default = "crate::pick::default_mask_scale")]
+    pub mask_scale: f64,
+    /// Score-gap ratio that drops a separate weak population of picks (≤ 1: off; see
+    /// [`PickParams::score_gap_ratio`]).
+    #[serde(default = "crate::pick::default_score_gap")]
+    pub score_gap_ratio: f64,
     /// Expected false picks per tomogram that set the score threshold.
     #[serde(default = "default_false_alarms")]
     pub n_false_alarms: f64,
@@ -72,6 +80,12 @@ impl PickConfig {
     /// Check the values; errors name the key.
     pub fn validate(&self, config: &Path, binnings: &[usize]) -> Result<()> {
         let err = |m: String| Err(Error::Config(format!("{}: {m}", config.display())));
+        if !(self.mask_scale.is_finite() && self.mask_scale >= 1.0) {
+            return err(format!(
+                "pick.mask_scale = {}: give a factor ≥ 1 of the particle radius",
+                self.mask_scale
+            ));
+        }
         if !(self.angular_step_deg.is_finite() && self.angular_step_deg > 0.0) {
             return err(format!(
                 "pick.angular_step_deg = {}: give a step > 0 (e.g. 30 for a quick search)",
@@ -185,6 +199,8 @@ pub fn pick_series(cfg: &PickConfig, inp: &PickInput) -> Result<Picked> {
     let params = PickParams {
         angular_step_deg: cfg.angular_step_deg,
         radius_a: cfg.radius_a,
+        mask_scale: cfg.mask_scale,
+        score_gap_ratio: cfg.score_gap_ratio,
         n_false_alarms: cfg.n_false_alarms,
         max_peaks: cfg.max_peaks,
         edge_px: None,

@@ -21,7 +21,7 @@ use crate::core::geometry::{euler_zyz_to_matrix, matrix_to_euler_zyz, Mat3, Tilt
 use crate::core::interp::rotate_volume;
 use crate::core::so3::{angle_between_deg, local_rotations, uniform_rotations, Symmetry};
 use crate::error::{Error, Result};
-use crate::sta::align::{Aligner, Match, SearchBand};
+use crate::sta::align::{Aligner, Match, PreparedParticle, SearchBand};
 use crate::sta::average::{shell_regulariser, to_reference_frame, Sums};
 use crate::sta::extract::extract_box;
 use crate::sta::fsc::{fsc_weighted_lowpass, gold_standard, lowpass, GoldStandard};
@@ -80,7 +80,9 @@ pub struct RefineParams {
     pub global_step_deg: Option<f64>,
     /// Half-width of the local angular search.
     pub local_range_deg: f64,
-    /// Step of the local angular search (halved every iteration down to `min_step_deg`).
+    /// Step of the local angular search: the coarse pass over `local_range_deg` uses it in
+    /// every iteration; iteration `i` refines about the best pose down to
+    /// `local_step_deg / 2^(i−1)` (not below `min_step_deg`), halving the step each pass.
     pub local_step_deg: f64,
     /// Smallest local step.
     pub min_step_deg: f64,
@@ -389,21 +391,14 @@ pub fn iterate(
                     let m2 = aligner.search(&prepared, &half_refs, &local);
                     m2.with_rotations(&local)
                 }
-                None => {
-                    let current = p.pose();
-                    let local = local_rotations(&current, params.local_range_deg, step);
-                    let m = match params.sigma_angle_deg.filter(|s| *s > 0.0) {
-                        Some(sigma) => {
-                            let prior: Vec<f64> = local
-                                .iter()
-                                .map(|r| -0.5 * (angle_between_deg(r, &current) / sigma).powi(2))
-                                .collect();
-                            aligner.search_with_prior(&prepared, &half_refs, &local, &prior)
-                        }
-                        None => aligner.search(&prepared, &half_refs, &local),
-                    };
-                    m.with_rotations(&local)
-                }
+                None => local_search(
+                    &aligner,
+                    &prepared,
+                    &half_refs,
+                    &p.pose(),
+                    params,
+                    step,
+                ),
             };
             let a = best.pose;
             let (rot, tilt, psi) = matrix_to_euler_zyz(&a);
@@ -460,6 +455,44 @@ pub fn iterate(
         resolution_a: resolution,
     };
     Ok(())
+}
+
+/// Coarse-to-fine local search about `current` (the pose `A`, reference → particle):
+/// first over the whole `local_range_deg` at `local_step_deg`, then, while the step is
+/// above `step_deg` (this iteration's), halving the step over a ball of the previous step
+/// about the best pose so far. With the defaults (range 12°, step 4° → 2°) that is
+/// 123 + 33 rotations instead of the 925 of one pass at 2°. The Gaussian prior of
+/// `sigma_angle_deg` (angle from `current`) is applied in every pass.
+fn local_search(
+    aligner: &Aligner,
+    prepared: &PreparedParticle,
+    refs: &[Array3<f32>],
+    current: &Mat3,
+    params: &RefineParams,
+    step_deg: f64,
+) -> Posed {
+    let sigma = params.sigma_angle_deg.filter(|s| *s > 0.0);
+    let search = |rots: &[Mat3]| -> Posed {
+        let m = match sigma {
+            Some(sigma) => {
+                let prior: Vec<f64> = rots
+                    .iter()
+                    .map(|r| -0.5 * (angle_between_deg(r, current) / sigma).powi(2))
+                    .collect();
+                aligner.search_with_prior(prepared, refs, rots, &prior)
+            }
+            None => aligner.search(prepared, refs, rots),
+        };
+        m.with_rotations(rots)
+    };
+    let mut step = params.local_step_deg.max(step_deg);
+    let mut best = search(&local_rotations(current, params.local_range_deg, step));
+    while step > step_deg * (1.0 + 1e-9) {
+        let range = step;
+        step = (step / 2.0).max(step_deg);
+        best = search(&local_rotations(&best.pose, range, step));
+    }
+    best
 }
 
 /// A search result with the pose it stands for.

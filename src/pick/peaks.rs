@@ -230,4 +230,3 @@ mod tests {
         assert_eq!(score_gap_keep(&s, 0.0, 3), s.len());
     }
 }
-

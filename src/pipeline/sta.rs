@@ -27,7 +27,9 @@ use crate::pick::template::recentre_box;
 use crate::pipeline::signals;
 use crate::pipeline::simio::write_json;
 use crate::sta::fsc::write_fsc_png;
-use crate::sta::refine::{initial_state, iterate, Particle, RefineParams, State, Tomogram};
+use crate::sta::refine::{
+    initial_state, iterate, particle_ranks, Particle, RefineParams, State, Tomogram,
+};
 use crate::sta::weight::CtfMode;
 
 fn default_job() -> String {
@@ -248,9 +250,16 @@ pub struct StaOutcome {
 /// Read every tomogram of `path` (RELION-5 tomograms.star) with its geometry. Paths in the
 /// file are relative to its folder. Volumes `[z, y, x]`, voxel `pixel × binning` Å.
 pub fn read_tomograms(path: &Path) -> Result<Vec<Tomogram>> {
+    read_tomograms_where(path, |_| true)
+}
+
+/// [`read_tomograms`], reading the volume of tomogram `k` (list order) only where `load(k)`;
+/// the others get an empty `0 × 0 × 0` volume (a rank that averages none of their particles
+/// never looks at them), their geometry and voxel size all the same.
+pub fn read_tomograms_where(path: &Path, load: impl Fn(usize) -> bool) -> Result<Vec<Tomogram>> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
-    for g in read_tomograms_global(path)? {
+    for (k, g) in read_tomograms_global(path)?.into_iter().enumerate() {
         let rec = g.reconstructed.clone().ok_or_else(|| {
             Error::bad_input(
                 path,
@@ -265,24 +274,26 @@ pub fn read_tomograms(path: &Path) -> Result<Vec<Tomogram>> {
                 format!("no tilt-series STAR for {}", g.name),
             )
         })?;
-        let m = mrc::read(&dir.join(&rec))?;
+        let header = mrc::read_header(&dir.join(&rec))?;
+        let volume = if load(k) {
+            mrc::read(&dir.join(&rec))?.data
+        } else {
+            Array3::zeros((0, 0, 0))
+        };
         let voxel_a = g.pixel_a * g.binning;
         let (nx, ny) = match g.size_px {
             Some(s) => (s[0], s[1]),
-            None => {
-                let (_, y, x) = m.data.dim();
-                (
-                    (x as f64 * g.binning) as usize,
-                    (y as f64 * g.binning) as usize,
-                )
-            }
+            None => (
+                (header.nx as f64 * g.binning) as usize,
+                (header.ny as f64 * g.binning) as usize,
+            ),
         };
         let mut geometry = read_tilt_series_star(&dir.join(&ts), nx, ny, g.pixel_a)?;
         geometry.hand = g.hand;
         geometry.optics = g.optics;
         out.push(Tomogram {
             name: g.name,
-            volume: m.data,
+            volume,
             voxel_a,
             geometry,
         });
@@ -420,7 +431,8 @@ pub fn run_sta(
 ) -> Result<StaOutcome> {
     signals::install();
     let t0 = Instant::now();
-    let tomos = read_tomograms(tomograms)?;
+    // names, geometry and voxel sizes first; volumes below, only those this rank averages
+    let tomos = read_tomograms_where(tomograms, |_| false)?;
     let records = read_particles_star(particles)?;
     if records.is_empty() {
         return Err(Error::bad_input(
@@ -454,6 +466,19 @@ pub fn run_sta(
         cfg.seed,
         particles,
     )?;
+    let ranks = particle_ranks(&parts, comm.size());
+    let mut needed = vec![false; tomos.len()];
+    for (p, r) in parts.iter().zip(&ranks) {
+        needed[p.tomo] |= *r == comm.rank();
+    }
+    let tomos = read_tomograms_where(tomograms, |k| needed[k])?;
+    tracing::info!(
+        tomograms = needed.iter().filter(|b| **b).count(),
+        of = tomos.len(),
+        "this rank reads {} of {} tomogram(s)",
+        needed.iter().filter(|b| **b).count(),
+        tomos.len()
+    );
     let params = cfg.params(voxel_a)?;
     let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
     let star_text = read(particles)?;

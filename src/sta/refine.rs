@@ -175,6 +175,32 @@ pub fn particle_box(
     (b.data, tr, b.residual_px)
 }
 
+/// The rank that aligns and averages each particle (`particles` order) among `size` ranks:
+/// the particles sorted by tomogram (then index) and cut into `size` runs of equal length
+/// (±1), so a rank needs the volumes of few tomograms (about `tomograms / size + 1`) and
+/// every rank has the same work.
+pub fn particle_ranks(particles: &[Particle], size: usize) -> Vec<usize> {
+    let size = size.max(1);
+    let n = particles.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (particles[i].tomo, i));
+    let mut ranks = vec![0; n];
+    for (pos, &i) in order.iter().enumerate() {
+        ranks[i] = pos * size / n.max(1);
+    }
+    ranks
+}
+
+/// The indices of the particles that rank `rank` of `size` handles ([`particle_ranks`]).
+fn my_particles(particles: &[Particle], rank: usize, size: usize) -> Vec<usize> {
+    particle_ranks(particles, size)
+        .into_iter()
+        .enumerate()
+        .filter(|(_, r)| *r == rank)
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// Check the inputs before any heavy work.
 fn validate(
     tomos: &[Tomogram],
@@ -288,9 +314,7 @@ fn accumulate(
     let voxel_a = tomos[0].voxel_a;
     let mask = refinement_mask(params, voxel_a);
     let plan = Fft3::new(n, n, n);
-    let mine: Vec<usize> = (0..particles.len())
-        .filter(|i| i % comm.size() == comm.rank())
-        .collect();
+    let mine = my_particles(particles, comm.rank(), comm.size());
     let mut sums = Sums::new(n, classes);
     for &i in &mine {
         let p = &particles[i];
@@ -371,9 +395,7 @@ pub fn iterate(
         None
     };
     let coarse = global.map(uniform_rotations);
-    let mine: Vec<usize> = (0..state.particles.len())
-        .filter(|i| i % comm.size() == comm.rank())
-        .collect();
+    let mine = my_particles(&state.particles, comm.rank(), comm.size());
     // Align this rank's particles (in parallel over particles).
     let results: Vec<Aligned> = mine
         .par_iter()
@@ -391,14 +413,7 @@ pub fn iterate(
                     let m2 = aligner.search(&prepared, &half_refs, &local);
                     m2.with_rotations(&local)
                 }
-                None => local_search(
-                    &aligner,
-                    &prepared,
-                    &half_refs,
-                    &p.pose(),
-                    params,
-                    step,
-                ),
+                None => local_search(&aligner, &prepared, &half_refs, &p.pose(), params, step),
             };
             let a = best.pose;
             let (rot, tilt, psi) = matrix_to_euler_zyz(&a);
@@ -507,5 +522,38 @@ impl Match {
             pose: rots[self.rotation],
             m: self,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn particle(tomo: usize) -> Particle {
+        Particle {
+            tomo,
+            position_a: [0.0; 3],
+            euler_deg: [0.0; 3],
+            half: 0,
+            class: 0,
+            score: 0.0,
+        }
+    }
+
+    #[test]
+    fn ranks_get_equal_runs_of_few_tomograms() {
+        // 4 tomograms, particles interleaved, 12 particles over 3 ranks
+        let ps: Vec<Particle> = (0..12).map(|i| particle(i % 4)).collect();
+        let r = particle_ranks(&ps, 3);
+        for rank in 0..3 {
+            let mine: Vec<usize> = (0..12).filter(|&i| r[i] == rank).collect();
+            assert_eq!(mine.len(), 4, "rank {rank}: {mine:?}");
+            let mut tomos: Vec<usize> = mine.iter().map(|&i| ps[i].tomo).collect();
+            tomos.sort();
+            tomos.dedup();
+            assert!(tomos.len() <= 2, "rank {rank} reads {tomos:?}");
+        }
+        assert_eq!(particle_ranks(&ps, 1), vec![0; 12]);
+        assert!(particle_ranks(&[], 3).is_empty());
     }
 }

@@ -22,6 +22,7 @@ const KERNELS: &[(&str, &str)] = &[
         include_str!("../../kernels/backproject.cu"),
     ),
     ("project.cu", include_str!("../../kernels/project.cu")),
+    ("pick.cu", include_str!("../../kernels/pick.cu")),
 ];
 
 /// One GPU: context, a stream, and the compiled kernel modules.
@@ -39,7 +40,7 @@ impl std::fmt::Debug for CudaDevice {
     }
 }
 
-fn rt(msg: String) -> crate::Error {
+pub(crate) fn rt(msg: String) -> crate::Error {
     crate::Error::Runtime(msg)
 }
 
@@ -122,6 +123,11 @@ impl CudaDevice {
         self.ordinal
     }
 
+    /// The stream every kernel, copy and cuFFT plan of this device runs on.
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
     /// Free and total device memory, bytes.
     pub fn mem_info(&self) -> crate::Result<(usize, usize)> {
         self.ctx
@@ -181,7 +187,8 @@ impl CudaDevice {
     }
 }
 
-fn drv<T>(
+/// A driver result as [`crate::Error::Runtime`] naming the device and `what` failed.
+pub(crate) fn drv<T>(
     what: &str,
     dev: &CudaDevice,
     r: Result<T, cudarc::driver::DriverError>,

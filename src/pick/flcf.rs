@@ -228,7 +228,11 @@ impl Matcher {
     pub fn box_size(&self) -> usize {
         self.n
     }
+}
 
+/// What the CUDA twin ([`crate::pick::cuda`]) sends to the device.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+impl Matcher {
     /// Tomogram linear indices (`[z, y, x]` row-major) of the wrapped placement of the mask
     /// support: box voxel `d` goes to the index of `−d` relative to the centre `n/2`, wrapped.
     /// The order is that of [`Matcher::support_values`].

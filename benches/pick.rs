@@ -13,7 +13,9 @@
 //!   timed ([`Matcher::score_rotation`], the work every rotation repeats) and, separately,
 //!   [`search`] over 3 rotations (adds the best-score/index update per rotation and the
 //!   allocation of the two result maps that a search does once). The per-tomogram set-up
-//!   ([`Matcher::new`]: tomogram FFTs, local σ) is printed once. `score_rotation_ny480`:
+//!   ([`Matcher::new`]: tomogram FFTs, local σ) is printed once. With a GPU,
+//!   `cuda/search_30_rotations` is [`search_on`] the CUDA device over 30 rotations (with its
+//!   per-search set-up: cuFFT plans, uploads). `score_rotation_ny480`:
 //!   the same on a 462 × 480 × 250 grid (478 = 2·239 makes the y FFT prime-length; 480 is
 //!   smooth), to show what padding the grid would gain.
 //!
@@ -26,7 +28,8 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throug
 use lamella::comm::LocalComm;
 use lamella::core::geometry::TiltSeriesGeometry;
 use lamella::core::so3::uniform_rotations;
-use lamella::pick::flcf::{search, Matcher};
+use lamella::device::{Device, DeviceChoice};
+use lamella::pick::flcf::{search, search_on, Matcher};
 use lamella::pick::template::{tomogram_weight, Template};
 use lamella::pick::{pick_tomogram, PickParams};
 use lamella::sim::Structure;
@@ -63,6 +66,7 @@ fn small(c: &mut Criterion) {
                 &params,
                 None,
                 &LocalComm,
+                &Device::Cpu,
             )
             .expect("pick")
         })
@@ -145,6 +149,18 @@ fn pytom_geometry(c: &mut Criterion) {
             search(&mut matcher, &rotations[lo..lo + 3], &LocalComm, |_, _| {})
         })
     });
+    // the CUDA twin when a GPU is present: a search of 30 rotations, including its
+    // per-search device set-up (plans, uploads of the tomogram spectrum and local norm)
+    if let Ok(cuda) = Device::select(DeviceChoice::Cuda, 0) {
+        eprintln!("pick: CUDA rows on {}", cuda.name());
+        group.throughput(Throughput::Elements(30));
+        group.bench_function("cuda/search_30_rotations", |b| {
+            b.iter(|| {
+                search_on(&cuda, &mut matcher, &rotations[..30], &LocalComm, |_, _| {})
+                    .expect("CUDA search")
+            })
+        });
+    }
     drop(matcher);
     // 478 = 2·239: the y transform is a prime-length (Bluestein) FFT; the same search on
     // a grid padded to 480 = 2⁵·3·5 y lines

@@ -1,5 +1,5 @@
-//! CUDA vs CPU back-projection and forward projection on random cases: relative error < 1e-4
-//! (every CUDA kernel in `kernels/` against its CPU twin).
+//! CUDA vs CPU back-projection, forward projection and template matching on random cases:
+//! relative error < 1e-4 (every CUDA kernel in `kernels/` against its CPU twin).
 //!
 //! On a machine without a usable CUDA device (or a build without the `cuda` feature) the
 //! test prints `SKIP: cuda_parity: no CUDA device (<reason>)` and passes. Set
@@ -153,5 +153,134 @@ fn cuda_forward_projection_matches_cpu() {
 fn cuda_forward_projection_matches_cpu() {
     println!(
         "SKIP: cuda_parity (forward): no CUDA device (lamella built without the `cuda` feature)"
+    );
+}
+
+/// CUDA template matching ([`lamella::pick::flcf::search_on`] the CUDA device) against the
+/// CPU [`lamella::pick::flcf::search`] on a random 41 × 44 × 36 (x × y × z; odd x exercises
+/// the half spectrum of odd length) tomogram with a 12³ random template pasted once, a soft
+/// mask, a random Fourier weight and 6 rotations: scores max |gpu − cpu| / max |cpu| < 1e-4,
+/// and the same rotation index wherever the CPU's best score beats its second best by
+/// 1e-3 · max |cpu| (ten times the score bound, so rounding cannot swap them; at least
+/// half of the voxels qualify).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_template_matching_matches_cpu() {
+    use lamella::comm::LocalComm;
+    use lamella::core::geometry::euler_zyz_to_matrix;
+    use lamella::core::interp::rotate_volume;
+    use lamella::core::so3::identity;
+    use lamella::device::{Device, DeviceChoice};
+    use lamella::pick::flcf::{search, search_on, Matcher};
+    use lamella::pick::template::Template;
+    use lamella::sta::mask::soft_sphere;
+    use ndarray::Array3;
+    use rand::{Rng, SeedableRng};
+
+    let dev = match Device::select(DeviceChoice::Cuda, 0) {
+        Ok(d) => d,
+        Err(e) => {
+            if std::env::var("LAMELLA_REQUIRE_CUDA").as_deref() == Ok("1") {
+                panic!("LAMELLA_REQUIRE_CUDA=1 but no CUDA device: {e}");
+            }
+            println!("SKIP: cuda_parity: template matching: no CUDA device ({e})");
+            return;
+        }
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4242);
+    let n = 12;
+    let template = Template {
+        volume: Array3::from_shape_fn((n, n, n), |_| rng.random_range(0.0f32..1.0)),
+        pixel_a: 10.0,
+        radius_a: 50.0,
+    };
+    let mask = soft_sphere(n, 3.5, 2.0);
+    let weight = Array3::from_shape_fn((n, n, n / 2 + 1), |_| rng.random_range(0.2f32..1.0));
+    let (nz, ny, nx) = (36usize, 44usize, 41usize);
+    let mut tomo = Array3::from_shape_fn((nz, ny, nx), |_| rng.random_range(-1.0f32..1.0));
+    let rotations = vec![
+        identity(),
+        euler_zyz_to_matrix(30.0, 50.0, -20.0),
+        euler_zyz_to_matrix(-75.0, 120.0, 160.0),
+        euler_zyz_to_matrix(10.0, 90.0, 45.0),
+        euler_zyz_to_matrix(170.0, 20.0, -100.0),
+        euler_zyz_to_matrix(-140.0, 65.0, 5.0),
+    ];
+    // rotation 1 pasted at (z, y, x) = (15, 20, 22): a strong peak with a known pose
+    let at = (15usize, 20usize, 22usize);
+    let posed = rotate_volume(template.volume.view(), &rotations[1], [0.0; 3]);
+    for ((z, y, x), v) in posed.indexed_iter() {
+        tomo[[at.0 + z - n / 2, at.1 + y - n / 2, at.2 + x - n / 2]] += 4.0 * v;
+    }
+    let mut matcher = Matcher::new(tomo.view(), &template, &mask, weight).expect("matcher");
+    let cpu = search(&mut matcher, &rotations, &LocalComm, |_, _| {});
+    // second-best score per voxel on the CPU, rotation by rotation
+    let mut top = Array3::from_elem((nz, ny, nx), [f32::NEG_INFINITY; 2]);
+    for r in &rotations {
+        matcher.score_rotation(r);
+        for (t, &s) in top.iter_mut().zip(matcher.scores.iter()) {
+            if s > t[0] {
+                *t = [s, t[0]];
+            } else if s > t[1] {
+                t[1] = s;
+            }
+        }
+    }
+    let gpu = search_on(&dev, &mut matcher, &rotations, &LocalComm, |_, _| {})
+        .expect("CUDA template matching");
+    assert_eq!(gpu.scores.dim(), cpu.scores.dim());
+    assert_eq!(gpu.index.dim(), cpu.index.dim());
+    let scale = cpu
+        .scores
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()))
+        .max(1e-30);
+    let max_diff = cpu
+        .scores
+        .iter()
+        .zip(gpu.scores.iter())
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let margin = 1e-3 * scale;
+    let (mut checked, mut differ) = (0usize, 0usize);
+    for ((t, &ci), &gi) in top.iter().zip(cpu.index.iter()).zip(gpu.index.iter()) {
+        if t[0] - t[1] > margin {
+            checked += 1;
+            differ += usize::from(ci != gi);
+        }
+    }
+    let total = cpu.index.len();
+    println!(
+        "cuda_parity template matching {nx}×{ny}×{nz}, {n}³, {} rotations on {}: max |gpu − \
+         cpu| / max |cpu| = {:.3e} (max |cpu| {scale:.3}); rotation index compared at \
+         {checked} of {total} voxels, {differ} differ",
+        rotations.len(),
+        dev.name(),
+        max_diff / scale
+    );
+    assert!(
+        max_diff / scale < 1e-4,
+        "CUDA and CPU scores differ: {}",
+        max_diff / scale
+    );
+    assert!(
+        2 * checked >= total,
+        "only {checked} of {total} voxels have a clear best"
+    );
+    assert_eq!(differ, 0, "rotation indices differ at {differ} voxels");
+    // the pasted particle is the peak, at its pose, on both
+    assert_eq!(gpu.index[[at.0, at.1, at.2]], 1);
+    let peak = gpu.scores[[at.0, at.1, at.2]];
+    assert!(
+        (peak - scale).abs() <= 1e-4 * scale,
+        "GPU peak {peak} vs CPU max {scale}"
+    );
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_template_matching_matches_cpu() {
+    println!(
+        "SKIP: cuda_parity: template matching: no CUDA device (lamella built without the \
+         `cuda` feature)"
     );
 }

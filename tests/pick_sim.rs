@@ -112,6 +112,7 @@ fn pick_and_score(sim: &Simulated) -> lamella::pick::evaluate::PickAccuracy {
         &params,
         None,
         &LocalComm,
+        &Device::Cpu,
     )
     .unwrap();
     let acc = evaluate(&pick_posed(&r.picks), &sim.truth, 0.5 * r.radius_a, &[]);
@@ -189,6 +190,7 @@ fn contrast_sign_matters() {
             &params,
             None,
             &LocalComm,
+            &Device::Cpu,
         )
         .unwrap();
         evaluate(&pick_posed(&r.picks), &sim.truth, 0.5 * r.radius_a, &[])

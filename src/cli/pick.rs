@@ -2,6 +2,7 @@
 
 use crate::comm::Comm;
 use crate::core::geometry::TiltSeriesGeometry;
+use crate::device::{Device, DeviceChoice};
 use crate::io::{container, imod, mrc, relion};
 use crate::pick::output::{self, PickSummary};
 use crate::pick::template::{Contrast, Template, WeightSpec};
@@ -94,6 +95,9 @@ pub struct Args {
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
+    /// Compute device of the angular search (GPU `local_rank % count` per rank).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceChoice,
 }
 
 /// The tilt geometry of the tomogram from the .tlt or STAR (None without either).
@@ -216,6 +220,7 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
             lowpass_a: a.lowpass,
         },
     };
+    let device = Device::select(a.device, comm.local_rank())?;
     let r = pick_tomogram(
         tomo.data.view(),
         pixel_a,
@@ -224,6 +229,7 @@ pub fn run(a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
         &params,
         region.as_ref(),
         comm,
+        &device,
     )?;
     if comm.rank() != 0 {
         return Ok(0);

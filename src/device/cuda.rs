@@ -22,6 +22,7 @@ const KERNELS: &[(&str, &str)] = &[
         include_str!("../../kernels/backproject.cu"),
     ),
     ("project.cu", include_str!("../../kernels/project.cu")),
+    ("pick.cu", include_str!("../../kernels/pick.cu")),
 ];
 
 /// One GPU: context, a stream, and the compiled kernel modules.
@@ -39,7 +40,7 @@ impl std::fmt::Debug for CudaDevice {
     }
 }
 
-fn rt(msg: String) -> crate::Error {
+pub(crate) fn rt(msg: String) -> crate::Error {
     crate::Error::Runtime(msg)
 }
 
@@ -93,6 +94,23 @@ pub fn list_devices() -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// NVRTC options of every kernel file: no FMA contraction, IEEE division and square root,
+/// no flush to zero (so CPU and GPU evaluate the same roundings), for the virtual
+/// architecture `compute_XY` of `arch = (X, Y)` or NVRTC's default when `None`.
+fn compile_options(file: &str, arch: Option<(i32, i32)>) -> CompileOptions {
+    CompileOptions {
+        fmad: Some(false),
+        prec_div: Some(true),
+        prec_sqrt: Some(true),
+        ftz: Some(false),
+        name: Some(file.to_string()),
+        options: arch
+            .map(|(major, minor)| vec![format!("--gpu-architecture=compute_{major}{minor}")])
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
 impl CudaDevice {
     /// Open GPU `local_rank % device_count`. `Err` says why CUDA cannot be used.
     pub fn open(local_rank: usize) -> Result<CudaDevice, String> {
@@ -122,6 +140,11 @@ impl CudaDevice {
         self.ordinal
     }
 
+    /// The stream every kernel, copy and cuFFT plan of this device runs on.
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
     /// Free and total device memory, bytes.
     pub fn mem_info(&self) -> crate::Result<(usize, usize)> {
         self.ctx
@@ -144,24 +167,10 @@ impl CudaDevice {
             .ctx
             .compute_capability()
             .map_err(|e| rt(format!("{}: compute capability: {e:?}", self.name())))?;
-        let opts = |arch: bool| CompileOptions {
-            // no FMA contraction: CPU and GPU evaluate the same roundings
-            fmad: Some(false),
-            prec_div: Some(true),
-            prec_sqrt: Some(true),
-            ftz: Some(false),
-            name: Some(file.to_string()),
-            options: if arch {
-                vec![format!("--gpu-architecture=compute_{major}{minor}")]
-            } else {
-                vec![]
-            },
-            ..Default::default()
-        };
         // NVRTC older than the GPU does not know its architecture: fall back to its default
         // virtual architecture, which the driver JIT-compiles for the GPU.
-        let ptx = compile_ptx_with_opts(src, opts(true))
-            .or_else(|_| compile_ptx_with_opts(src, opts(false)))
+        let ptx = compile_ptx_with_opts(src, compile_options(file, Some((major, minor))))
+            .or_else(|_| compile_ptx_with_opts(src, compile_options(file, None)))
             .map_err(|e| {
                 rt(format!(
                     "kernels/{file}: NVRTC compilation failed for {}: {e}",
@@ -181,7 +190,8 @@ impl CudaDevice {
     }
 }
 
-fn drv<T>(
+/// A driver result as [`crate::Error::Runtime`] naming the device and `what` failed.
+pub(crate) fn drv<T>(
     what: &str,
     dev: &CudaDevice,
     r: Result<T, cudarc::driver::DriverError>,
@@ -438,4 +448,33 @@ pub fn forward_project(
     drv("copying the images back", dev, s.memcpy_dtoh(&d_img, dst))?;
     drv("synchronising", dev, s.synchronize())?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel file compiles with NVRTC (no GPU or driver needed, only libnvrtc; the
+    /// test says SKIP and passes without it), for the default architecture and for sm_90,
+    /// and its PTX has no fused multiply-add (the twins' roundings rely on that).
+    #[test]
+    fn kernels_compile_with_nvrtc_without_fma() {
+        // SAFETY: only tries to dlopen the library.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            println!("SKIP: kernels_compile_with_nvrtc: no libnvrtc.so");
+            return;
+        }
+        for &(file, src) in KERNELS {
+            for arch in [None, Some((9, 0))] {
+                let ptx = compile_ptx_with_opts(src, compile_options(file, arch))
+                    .unwrap_or_else(|e| panic!("kernels/{file} ({arch:?}): {e}"))
+                    .to_src();
+                assert!(ptx.contains(".visible .entry"), "kernels/{file}: no entry");
+                assert!(
+                    !ptx.contains("fma."),
+                    "kernels/{file} ({arch:?}): FMA in the PTX"
+                );
+            }
+        }
+    }
 }

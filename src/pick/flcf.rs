@@ -26,6 +26,7 @@ use crate::comm::Comm;
 use crate::core::fft3::Fft3;
 use crate::core::geometry::Mat3;
 use crate::core::interp::rotate_volume;
+use crate::device::Device;
 use crate::{Error, Result};
 
 /// The tomogram side of the correlation and the buffers of one search.
@@ -229,6 +230,45 @@ impl Matcher {
     }
 }
 
+/// What the CUDA twin ([`crate::pick::cuda`]) sends to the device.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+impl Matcher {
+    /// Tomogram linear indices (`[z, y, x]` row-major) of the wrapped placement of the mask
+    /// support: box voxel `d` goes to the index of `−d` relative to the centre `n/2`, wrapped.
+    /// The order is that of [`Matcher::support_values`].
+    pub(crate) fn support_targets(&self) -> impl Iterator<Item = usize> + '_ {
+        self.place.iter().map(|&(_, t)| t)
+    }
+
+    /// Write the prepared template `t̃` of pose `a` ([`Matcher::prepared_template`]) at the
+    /// mask support into `out`, in the order of [`Matcher::support_targets`] (`out` must
+    /// hold one value per support voxel).
+    pub(crate) fn support_values(&mut self, a: &Mat3, out: &mut [f32]) {
+        let t = self.prepared_template(a);
+        let ts = t.as_slice().expect("contiguous template");
+        assert_eq!(out.len(), self.place.len(), "support_values: output length");
+        for (o, &(b, _)) in out.iter_mut().zip(&self.place) {
+            *o = ts[b];
+        }
+    }
+
+    /// Number of voxels of the mask support (`m > 0`).
+    pub(crate) fn support_len(&self) -> usize {
+        self.place.len()
+    }
+
+    /// The tomogram's half spectrum `(nz, ny, nx/2+1)` (normalised tomogram, unnormalised
+    /// forward FFT, [`crate::core::fft3`] layout).
+    pub(crate) fn tomogram_spectrum(&self) -> &Array3<Complex32> {
+        &self.tomo_ft
+    }
+
+    /// `1 / (P·σ(x))` per voxel (0 where σ is too small), `[z, y, x]` of the tomogram.
+    pub(crate) fn inverse_local_norm(&self) -> &Array3<f32> {
+        &self.inv_norm
+    }
+}
+
 /// The rotations `[lo, hi)` that rank `rank` of `size` searches out of `count`: contiguous
 /// chunks, the first `count % size` ranks one more.
 pub fn rotation_chunk(count: usize, size: usize, rank: usize) -> (usize, usize) {
@@ -268,6 +308,38 @@ pub fn search(
             });
         progress(k + 1, hi - lo);
     }
+    combine_ranks(best, index, comm)
+}
+
+/// [`search`] on `device`: the CPU search, or its CUDA twin
+/// ([`crate::pick::cuda::search_cuda`]: same chunking over ranks, same max-reduction, scores
+/// equal to rounding of the FFTs). Collective over `comm`.
+///
+/// Errors ([`Error::Runtime`]) only on the CUDA path: cuFFT missing, device memory too small
+/// for the tomogram grid, or a failed CUDA call.
+pub fn search_on(
+    device: &Device,
+    matcher: &mut Matcher,
+    rotations: &[Mat3],
+    comm: &dyn Comm,
+    progress: impl FnMut(usize, usize),
+) -> Result<ScoreMaps> {
+    match device {
+        Device::Cpu => Ok(search(matcher, rotations, comm, progress)),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => super::cuda::search_cuda(d, matcher, rotations, comm, progress),
+    }
+}
+
+/// Combine the per-rank maps of a [`search`] (`best` score, `−∞` where this rank searched
+/// nothing, and rotation `index`, `−1` there; `[z, y, x]` of the tomogram): the maximum
+/// score per voxel over the ranks, then the lowest rotation index among the ranks that hold
+/// it; scores no rank set become 0. Collective over `comm`.
+pub(crate) fn combine_ranks(
+    mut best: Array3<f32>,
+    mut index: Array3<i32>,
+    comm: &dyn Comm,
+) -> ScoreMaps {
     if comm.size() > 1 {
         let mut s: Vec<f64> = best.iter().map(|&v| v as f64).collect();
         comm.allreduce_max_f64(&mut s);
@@ -321,6 +393,51 @@ mod tests {
                 + 0.8 * g([3.0, 0.0, 0.0], 1.2, x, y, z)
                 + 0.6 * g([0.0, 2.5, 1.5], 1.0, x, y, z)) as f32
         })
+    }
+
+    /// The data flow of the CUDA search, on the CPU: the support values scattered to the
+    /// support targets, the spectrum product written as `kernels/pick.cu` writes it, the
+    /// inverse and the local norm give [`Matcher::score_rotation`]'s scores bit for bit.
+    #[test]
+    fn support_placement_reproduces_score_rotation() {
+        let n = 12;
+        let tpl = Template {
+            volume: blob(n),
+            pixel_a: 10.0,
+            radius_a: 40.0,
+        };
+        let (nz, ny, nx) = (20, 22, 19);
+        let tomo = Array3::<f32>::from_shape_fn((nz, ny, nx), |(z, y, x)| {
+            ((z * 7 + y * 13 + x * 3) % 17) as f32 / 17.0 - 0.5
+        });
+        let mask = spherical_mask(n, 4.0, 1.5);
+        let weight = Array3::from_shape_fn((n, n, n / 2 + 1), |(z, y, x)| {
+            0.3 + ((z + 2 * y + 3 * x) % 5) as f32 / 6.0
+        });
+        let mut m = Matcher::new(tomo.view(), &tpl, &mask, weight).unwrap();
+        let a = euler_zyz_to_matrix(40.0, 70.0, -110.0);
+        m.score_rotation(&a);
+        let want = m.scores.clone();
+        let mut values = vec![0.0f32; m.support_len()];
+        m.support_values(&a, &mut values);
+        let mut padded = Array3::<f32>::zeros((nz, ny, nx));
+        let ps = padded.as_slice_mut().unwrap();
+        for (t, &v) in m.support_targets().zip(&values) {
+            ps[t] = v;
+        }
+        let fft = Fft3::new(nz, ny, nx);
+        let mut spec = fft.forward(padded.view());
+        Zip::from(&mut spec)
+            .and(m.tomogram_spectrum())
+            .for_each(|s, f| {
+                let (a, b) = (s.re, -s.im);
+                *s = Complex32::new(a * f.re - b * f.im, a * f.im + b * f.re);
+            });
+        let mut got = fft.inverse(spec);
+        Zip::from(&mut got)
+            .and(m.inverse_local_norm())
+            .for_each(|s, &w| *s *= w);
+        assert_eq!(got, want);
     }
 
     #[test]

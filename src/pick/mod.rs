@@ -10,6 +10,8 @@
 //! The search is pure (arrays in, arrays out); [`output`] writes the files (maps, STAR,
 //! Dynamo table, JSON) that `cli/pick.rs` and `pipeline/pick.rs` ask for.
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod evaluate;
 pub mod flcf;
 pub mod output;
@@ -22,9 +24,10 @@ use std::time::Instant;
 use crate::comm::Comm;
 use crate::core::geometry::{matrix_to_euler_zyz, Mat3, TiltSeriesGeometry};
 use crate::core::so3::uniform_rotations;
+use crate::device::Device;
 use crate::sta::weight::CtfMode;
 use crate::{Error, Result};
-use flcf::{search, Matcher, ScoreMaps};
+use flcf::{search_on, Matcher, ScoreMaps};
 use template::{tomogram_weight, Contrast, Template, WeightSpec};
 
 /// Parameters of one search. Å and degrees.
@@ -127,10 +130,13 @@ pub struct PickResult {
 /// pixel): weight the template by the transfer of `geom` at the tomogram centre (or not at
 /// all when `geom` is `None`), search every rotation of [`uniform_rotations`] at
 /// `params.angular_step_deg` (split over the ranks of `comm`; collective), threshold and
-/// pick. `region` (same shape as the tomogram) limits where particles may be picked.
+/// pick. `region` (same shape as the tomogram) limits where particles may be picked. The
+/// angular search runs on `device` ([`flcf::search_on`]: CPU, or the CUDA twin); the set-up
+/// and the peak picking run on the CPU.
 ///
 /// Errors ([`Error::Config`]): template pixel ≠ tomogram pixel, box larger than the
-/// tomogram, region of another shape, step ≤ 0.
+/// tomogram, region of another shape, step ≤ 0; ([`Error::Runtime`]) a failed CUDA search.
+#[allow(clippy::too_many_arguments)]
 pub fn pick_tomogram(
     tomogram: ArrayView3<f32>,
     pixel_a: f64,
@@ -139,6 +145,7 @@ pub fn pick_tomogram(
     params: &PickParams,
     region: Option<&Array3<bool>>,
     comm: &dyn Comm,
+    device: &Device,
 ) -> Result<PickResult> {
     if (template.pixel_a - pixel_a).abs() > 1e-3 * pixel_a {
         return Err(Error::Config(format!(
@@ -199,17 +206,19 @@ pub fn pick_tomogram(
         step_deg = params.angular_step_deg,
         box_px = n,
         ranks = comm.size(),
-        "template matching: {} rotations at {}° over {} rank(s)",
+        device = %device.name(),
+        "template matching: {} rotations at {}° over {} rank(s) on {}",
         rotations.len(),
         params.angular_step_deg,
-        comm.size()
+        comm.size(),
+        device.name()
     );
     let t = Instant::now();
-    let maps = search(&mut matcher, &rotations, comm, |k, total| {
+    let maps = search_on(device, &mut matcher, &rotations, comm, |k, total| {
         if k % 50 == 0 || k == total {
             tracing::debug!(done = k, total, "rotations searched");
         }
-    });
+    })?;
     let search_seconds = t.elapsed().as_secs_f64();
     let edge = params.edge_px.unwrap_or((radius_px / 2.0).ceil() as usize);
     let (nz, ny, nx) = shape;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::comm::LocalComm;
 use crate::core::geometry::{euler_zyz_to_matrix, TiltSeriesGeometry};
 use crate::core::so3::Symmetry;
+use crate::device::Device;
 use crate::io::container::PickingRecord;
 use crate::io::relion::{read_particles_star, write_particles_star, ParticleRecord};
 use crate::pick::evaluate::{evaluate, Posed};
@@ -156,6 +157,8 @@ pub struct PickInput<'a> {
     pub truth: Option<&'a SeriesTruth>,
     /// Symmetry for the orientation error.
     pub symmetry: Symmetry,
+    /// Device of the angular search (the run's `reconstruct.device`).
+    pub device: &'a Device,
 }
 
 /// The template structure of a series: `cfg.template` (already resolved against the
@@ -224,6 +227,7 @@ pub fn pick_series(cfg: &PickConfig, inp: &PickInput) -> Result<Picked> {
         &params,
         None,
         &LocalComm,
+        inp.device,
     )?;
     let mut summary = PickSummary::of(&r, inp.template_name, inp.bin, template.size(), &params, 1);
     if let Some(truth) = inp.truth {

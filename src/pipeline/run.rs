@@ -592,7 +592,7 @@ fn process(cfg: &Config, job: &Job, opts: &RunOptions, comm: &dyn Comm) -> Resul
     });
     let picked = match &cfg.pick {
         Some(pc) => {
-            let p = pick_series(cfg, pc, job, &loaded, &tomograms)?;
+            let p = pick_series(cfg, pc, job, &loaded, &tomograms, &device)?;
             seconds.insert("pick".to_string(), p.seconds);
             stages.push(StageRecord {
                 name: "pick".into(),
@@ -859,6 +859,7 @@ fn pick_series(
     job: &Job,
     loaded: &LoadedSeries,
     tomograms: &[TomogramRecord],
+    device: &Device,
 ) -> Result<super::pick::Picked> {
     let bin = pc.binning(&cfg.reconstruct.binnings);
     let tomo = tomograms
@@ -898,6 +899,7 @@ fn pick_series(
             ctf_correction: cfg.reconstruct.ctf_correction,
             truth: truth.as_ref(),
             symmetry,
+            device,
         },
     )
 }

@@ -64,9 +64,10 @@ write_conf() {
   local tmp
   tmp=$(mktemp)
   cat >"$tmp" <<EOF
-# Written by lamella scripts/slurm-local.sh: a single-node test cluster (root, no cgroups).
+# Written by lamella scripts/slurm-local.sh: a single-node test cluster (root, no cgroups),
+# reached on 127.0.0.1 so that the host name need not resolve.
 ClusterName=lamella-local
-SlurmctldHost=$NODE
+SlurmctldHost=$NODE(127.0.0.1)
 AuthType=auth/munge
 CryptoType=crypto/munge
 SlurmUser=root
@@ -91,10 +92,14 @@ JobCompType=jobcomp/none
 # keep finished jobs in \`scontrol show job\` for an hour (there is no accounting database)
 MinJobAge=3600
 KillWait=10
-NodeName=$NODE CPUs=$(nproc) RealMemory=$(real_memory_mib) State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$(real_memory_mib) State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
-  if ! cmp -s "$tmp" "$CONF"; then as_root cp "$tmp" "$CONF"; fi
+  CONF_CHANGED=0
+  if ! cmp -s "$tmp" "$CONF"; then
+    as_root cp "$tmp" "$CONF"
+    CONF_CHANGED=1
+  fi
   rm -f "$tmp"
 }
 
@@ -150,6 +155,9 @@ start() {
   if ! live_pid "$PREFIX/run/slurmctld.pid" >/dev/null; then
     log "starting slurmctld"
     as_root /usr/sbin/slurmctld -f "$CONF"
+  elif ((CONF_CHANGED)); then
+    log "slurm.conf changed: scontrol reconfigure"
+    as_root env SLURM_CONF="$CONF" scontrol reconfigure
   fi
   if ! live_pid "$PREFIX/run/slurmd.pid" >/dev/null; then
     log "starting slurmd"
@@ -175,9 +183,10 @@ start() {
   echo "export SLURM_CONF=$CONF"
 }
 
+# stop_daemon NAME PIDFILE: TERM, wait up to 10 s for it to exit, then KILL
 stop_daemon() {
   local name=$1 pid i
-  pid=$(live_pid "$PREFIX/run/$name.pid") || return 0
+  pid=$(live_pid "$2") || return 0
   log "stopping $name ($pid)"
   as_root kill "$pid" 2>/dev/null || true
   for ((i = 0; i < 40; i++)); do
@@ -188,13 +197,9 @@ stop_daemon() {
 }
 
 stop() {
-  stop_daemon slurmd
-  stop_daemon slurmctld
-  local pid
-  if pid=$(live_pid /run/munge/munged.pid); then
-    log "stopping munged ($pid)"
-    as_root kill "$pid" 2>/dev/null || true
-  fi
+  stop_daemon slurmd "$PREFIX/run/slurmd.pid"
+  stop_daemon slurmctld "$PREFIX/run/slurmctld.pid"
+  stop_daemon munged /run/munge/munged.pid
 }
 
 status() {

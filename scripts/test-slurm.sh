@@ -11,7 +11,7 @@
 #  3. sta-refine.sbatch with [pick] + [sta]: `scancel --signal=USR1 --batch` once the first
 #     iteration is written; the job checkpoints, requeues itself and resumes; its final map
 #     equals that of an uninterrupted run of the same config on as many ranks (SLURM's hold
-#     on the requeued job is lifted with `scontrol update StartTime=now` unless
+#     on the requeued job is cut to 10 s with `scontrol update StartTime=now+10` unless
 #     SLURM_TEST_REQUEUE_HOLD=1).
 # Outputs and job logs in $SLURM_TEST_DIR (default target/slurm-test). Wall times are printed.
 set -euo pipefail
@@ -135,15 +135,17 @@ done
 scancel --signal=USR1 --batch "$J"
 say "sent USR1 to job $J after $((SECONDS - t)) s"
 # SLURM holds a requeued job for a while (Reason=BeginTime, ~2.5 min measured); unless
-# SLURM_TEST_REQUEUE_HOLD=1, lift the hold once the job is back in the queue
+# SLURM_TEST_REQUEUE_HOLD=1, shorten the hold to 10 s once the job is back in the queue
+# (not to 0: slurmd refuses a start within a second or so of the kill, "Job credential
+# revoked", and the job fails)
 if [[ "${SLURM_TEST_REQUEUE_HOLD:-0}" != 1 ]]; then
   until job_states "$J" | grep -qE '^[0-9]+ PENDING [0-9:]+ [1-9]'; do
     ((SECONDS - t < JOB_TIMEOUT_S)) || fail "STA job never requeued: $(job_states "$J")"
     job_states "$J" | grep -qE '^[0-9]+ (COMPLETED|FAILED|CANCELLED) ' && break
     sleep 0.2
   done
-  say "requeued: $(job_states "$J"); scontrol update StartTime=now"
-  scontrol update JobId="$J" StartTime=now || true
+  say "requeued: $(job_states "$J"); scontrol update StartTime=now+10"
+  scontrol update JobId="$J" StartTime=now+10 || true
 fi
 wait_job "$J"
 WALL_STA_INT=$((SECONDS - t))

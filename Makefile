@@ -3,6 +3,8 @@
 #               under mpirun on all local cores; results in demo-out/
 #   make test   unit + integration + MPI + Python interop tests (what CI runs)
 #   make bench  criterion benches (results in target/criterion)
+#   make test-slurm  the slurm/ templates on a real single-node SLURM started on this machine
+#               (scripts/slurm-local.sh; installs slurm-wlm + munge; see slurm/README.md)
 SHELL := /bin/bash
 CARGO ?= cargo
 NPROC ?= $(shell nproc 2>/dev/null || echo 2)
@@ -18,7 +20,7 @@ MPIRUN ?= mpirun
 MPIRUN_FLAGS ?= --oversubscribe --bind-to none
 DEMO_OUT ?= demo-out
 
-.PHONY: all deps venv build release demo test test-rust bench lint fmt clean
+.PHONY: all deps venv build release demo test test-rust test-slurm bench lint fmt clean
 
 all: release
 
@@ -59,6 +61,10 @@ test: deps venv
 	set -o pipefail; LAMELLA_PYTHON=$(PY) LAMELLA_REQUIRE_PYTHON=1 LAMELLA_REQUIRE_MPI=1 \
 	  $(CARGO) test --lib --bins --tests -- --test-threads=2 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "lamella: %d passed, %d failed\n", p, f; exit (f>0)}' target/test-output.log
+
+# The templates submitted to a local SLURM: single node, job array + merge, STA requeue.
+test-slurm: deps venv
+	LAMELLA_PYTHON=$(PY) CARGO=$(CARGO) bash scripts/test-slurm.sh
 
 bench: deps
 	$(CARGO) bench

@@ -301,3 +301,65 @@ fn interrupted_run_resumes_to_the_same_result() {
     );
     assert!(series.len() > done);
 }
+
+/// `--series` / `--series-index` (one job-array task per series): only that series' outputs,
+/// no run-wide files; a later `--resume` over all series skips both and writes them.
+#[test]
+fn series_filter_runs_single_series_and_resume_merges() {
+    let d = tempfile::tempdir().unwrap();
+    let c = tiny_config(d.path(), "sel", "");
+    let out = d.path().join("sel");
+    let list = ok(
+        lamella()
+            .arg("run")
+            .arg(&c)
+            .arg("--list-series")
+            .output()
+            .unwrap(),
+        "--list-series",
+    );
+    assert_eq!(list.lines().collect::<Vec<_>>(), ["tiny_01", "tiny_02"]);
+    for bad in [["--series-index", "2"], ["--series", "nope"]] {
+        let o = lamella().arg("run").arg(&c).args(bad).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad:?} is a configuration error");
+    }
+    ok(
+        lamella()
+            .arg("run")
+            .arg(&c)
+            .args(["--series-index", "1"])
+            .output()
+            .unwrap(),
+        "--series-index 1",
+    );
+    assert!(out.join("ts/tiny_02.h5").exists());
+    assert!(!out.join("ts/tiny_01.h5").exists());
+    assert!(!out.join("summary.json").exists() && !out.join("lamella.h5").exists());
+    ok(
+        lamella()
+            .arg("run")
+            .arg(&c)
+            .args(["--series", "tiny_01"])
+            .output()
+            .unwrap(),
+        "--series tiny_01",
+    );
+    assert!(!out.join("lamella.h5").exists());
+    ok(
+        lamella()
+            .arg("run")
+            .arg(&c)
+            .arg("--resume")
+            .output()
+            .unwrap(),
+        "merge (--resume)",
+    );
+    let s = summary(&out);
+    assert_eq!(s["complete"].as_bool(), Some(true));
+    for x in s["series"].as_array().unwrap() {
+        assert_eq!(x["resumed"].as_bool(), Some(true), "{x}");
+        let c = x["truth_correlation"]["bin1"].as_f64().unwrap();
+        assert!(c >= TINY_MIN_CORRELATION, "{}: correlation {c}", x["name"]);
+    }
+    assert!(out.join("lamella.h5").exists());
+}

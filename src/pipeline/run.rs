@@ -37,6 +37,22 @@ pub struct RunOptions {
     pub resume: bool,
     /// The command line, recorded in the container.
     pub command_line: String,
+    /// `--series`: run only the tilt series of these names.
+    pub series: Vec<String>,
+    /// `--series-index`: run only the tilt series at these 0-based positions of the config
+    /// (the order of [`series_names`]).
+    pub series_index: Vec<usize>,
+}
+
+impl RunOptions {
+    /// True when `--series` or `--series-index` selects a subset: such a run writes only the
+    /// per-series outputs (`ts/<name>.{h5,json}`, tomograms, ...), not `summary.json`,
+    /// `lamella.h5`, the report, the RELION exports or the STA stage, which a later run over
+    /// all series (e.g. `--resume`, every series skipped) writes. Array tasks of one config
+    /// can thus run at the same time without writing the same files.
+    pub fn is_partial(&self) -> bool {
+        !self.series.is_empty() || !self.series_index.is_empty()
+    }
 }
 
 /// What the run ended with, on every rank.
@@ -118,6 +134,41 @@ fn build_jobs(cfg: &Config) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
+/// The jobs `opts` selects, in config order: all of them unless [`RunOptions::is_partial`].
+/// An unknown name or an index past the end is an error that lists what the config has.
+fn select_jobs(jobs: Vec<Job>, opts: &RunOptions) -> Result<Vec<Job>> {
+    if !opts.is_partial() {
+        return Ok(jobs);
+    }
+    let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+    if let Some(n) = opts.series.iter().find(|n| !names.contains(&n.as_str())) {
+        return Err(Error::Config(format!(
+            "--series {n:?}: the config's tilt series are {}",
+            names.join(", ")
+        )));
+    }
+    if let Some(k) = opts.series_index.iter().find(|&&k| k >= jobs.len()) {
+        return Err(Error::Config(format!(
+            "--series-index {k}: the config has {} tilt series (indices 0..={})",
+            jobs.len(),
+            jobs.len().saturating_sub(1)
+        )));
+    }
+    Ok(jobs
+        .into_iter()
+        .enumerate()
+        .filter(|(i, j)| opts.series_index.contains(i) || opts.series.contains(&j.name))
+        .map(|(_, j)| j)
+        .collect())
+}
+
+/// The tilt-series names of the config at `config_path`, in config order (simulated series,
+/// then `[[input]]`): index `k` is what `--series-index k` runs.
+pub fn series_names(config_path: &Path) -> Result<Vec<String>> {
+    let (cfg, _) = Config::load(config_path)?;
+    Ok(build_jobs(&cfg)?.into_iter().map(|j| j.name).collect())
+}
+
 fn job_key(job: &Job) -> String {
     match &job.source {
         Source::Sim { params, seed } => format!(
@@ -139,7 +190,8 @@ pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<Run
         let p = cfg.out.join(d);
         std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
     }
-    let jobs = build_jobs(&cfg)?;
+    let jobs = select_jobs(build_jobs(&cfg)?, opts)?;
+    let partial = opts.is_partial();
     let costs: Vec<u64> = jobs.iter().map(|j| j.cost).collect();
     let assignment = assign_largest_first(&costs, comm.size());
     let mine = items_for_rank(&costs, &assignment, comm.rank());
@@ -212,13 +264,17 @@ pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<Run
                 .filter(|s| s.error.is_none())
                 .map(|s| s.name.clone())
                 .collect();
-            let exported = write_exports(&cfg, &finished).map_err(|e| e.to_string());
+            let exported = if partial {
+                Ok(())
+            } else {
+                write_exports(&cfg, &finished).map_err(|e| e.to_string())
+            };
             Some((series, exported))
         }
         None => None,
     };
     let sta = match &cfg.sta {
-        Some(st) if !interrupted => {
+        Some(st) if !interrupted && !partial => {
             // every rank learns whether the inputs are there (rank 0 wrote them)
             let ready: std::result::Result<(), String> =
                 broadcast_serde(comm, 0, root.as_ref().map(|(_, e)| e.clone().map(|_| ())));
@@ -245,15 +301,23 @@ pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<Run
             series,
             sta: sta.and_then(|(s, _)| s),
         };
-        finish_root(
-            &cfg,
-            &config_text,
-            opts,
-            hosts,
-            comm.size(),
-            &summary,
-            &start_time,
-        )?;
+        if partial {
+            println!("{}", summary.table());
+            println!(
+                "partial run (--series/--series-index): summary.json, lamella.h5 and the report \
+                 come from a run over all series (`lamella run CONFIG --resume`)"
+            );
+        } else {
+            finish_root(
+                &cfg,
+                &config_text,
+                opts,
+                hosts,
+                comm.size(),
+                &summary,
+                &start_time,
+            )?;
+        }
         Some(RunOutcome {
             summary: Some(summary),
             failed,

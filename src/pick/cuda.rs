@@ -300,3 +300,53 @@ pub fn search_cuda(
     };
     Ok(combine_ranks(best, index, comm))
 }
+
+/// Compare [`search_cuda`] with the CPU [`super::flcf::search`] on a small random case
+/// (`20 × 22 × 19` tomogram, `8³` template, 3 rotations, one rank): `Err` with the reason
+/// when the GPU fails or its scores differ by more than 1e-3 of the largest. Run once per
+/// process before the first GPU search ([`super::flcf::search_on`] falls back to the CPU on
+/// `Err`), so a kernel or cuFFT problem on some site's GPU never gives wrong picks silently.
+pub fn self_check(dev: &CudaDevice) -> std::result::Result<(), String> {
+    use crate::comm::LocalComm;
+    use crate::core::geometry::euler_zyz_to_matrix;
+    use crate::pick::template::Template;
+    use rand::{Rng, SeedableRng};
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let n = 8;
+    let template = Template {
+        volume: Array3::from_shape_fn((n, n, n), |_| rng.random_range(0.0f32..1.0)),
+        pixel_a: 10.0,
+        radius_a: 30.0,
+    };
+    let mask = crate::sta::mask::soft_sphere(n, 3.0, 1.0);
+    let weight = Array3::from_shape_fn((n, n, n / 2 + 1), |_| rng.random_range(0.2f32..1.0));
+    let tomo = Array3::from_shape_fn((20, 22, 19), |_| rng.random_range(-1.0f32..1.0));
+    let rotations = [
+        crate::core::so3::identity(),
+        euler_zyz_to_matrix(30.0, 50.0, -20.0),
+        euler_zyz_to_matrix(-75.0, 120.0, 160.0),
+    ];
+    let mut m = Matcher::new(tomo.view(), &template, &mask, weight).map_err(|e| e.to_string())?;
+    let cpu = super::flcf::search(&mut m, &rotations, &LocalComm, |_, _| {});
+    let gpu =
+        search_cuda(dev, &mut m, &rotations, &LocalComm, |_, _| {}).map_err(|e| e.to_string())?;
+    let scale = cpu
+        .scores
+        .iter()
+        .fold(0.0f32, |a, v| a.max(v.abs()))
+        .max(1e-12);
+    let err = cpu
+        .scores
+        .iter()
+        .zip(gpu.scores.iter())
+        .fold(0.0f32, |a, (c, g)| a.max((c - g).abs()))
+        / scale;
+    if err.is_finite() && err <= 1e-3 {
+        Ok(())
+    } else {
+        Err(format!(
+            "GPU scores differ from the CPU's by {err:.2e} of the maximum"
+        ))
+    }
+}

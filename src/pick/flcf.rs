@@ -327,7 +327,21 @@ pub fn search_on(
     match device {
         Device::Cpu => Ok(search(matcher, rotations, comm, progress)),
         #[cfg(feature = "cuda")]
-        Device::Cuda(d) => super::cuda::search_cuda(d, matcher, rotations, comm, progress),
+        Device::Cuda(d) => {
+            // once per process: the GPU search must agree with the CPU on a small case
+            static CHECK: std::sync::OnceLock<std::result::Result<(), String>> =
+                std::sync::OnceLock::new();
+            match CHECK.get_or_init(|| super::cuda::self_check(d)) {
+                Ok(()) => super::cuda::search_cuda(d, matcher, rotations, comm, progress),
+                Err(why) => {
+                    tracing::warn!(
+                        "template matching on the CPU: the GPU self-check failed ({why}); \
+                         report it with `lamella info`"
+                    );
+                    Ok(search(matcher, rotations, comm, progress))
+                }
+            }
+        }
     }
 }
 

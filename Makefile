@@ -58,7 +58,7 @@ test: deps venv
 	$(CARGO) build --examples
 	$(CARGO) test --benches --no-run
 	@mkdir -p target
-	set -o pipefail; LAMELLA_PYTHON=$(PY) LAMELLA_REQUIRE_PYTHON=1 LAMELLA_REQUIRE_MPI=1 \
+	set -o pipefail; LAMELLA_PYTHON=$(PY) LAMELLA_REQUIRE_PYTHON=1 LAMELLA_REQUIRE_MPI=1 LAMELLA_REQUIRE_BROWSER=1 \
 	  $(CARGO) test --lib --bins --tests -- --test-threads=2 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "lamella: %d passed, %d failed\n", p, f; exit (f>0)}' target/test-output.log
 

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # clang: its resource headers (stddef.h, ...) for bindgen in mpi-sys and hdf5-sys
-PKGS=(openmpi-bin libopenmpi-dev libhdf5-dev libclang-dev clang pkg-config python3-venv)
+# chromium: the headless browser that loads the HTML report in the tests
+PKGS=(openmpi-bin libopenmpi-dev libhdf5-dev libclang-dev clang pkg-config python3-venv chromium)
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
   cat >&2 <<'MSG'

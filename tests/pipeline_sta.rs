@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{python, run_pipeline, run_python};
+use common::{chromium, lamella, ok, python, run_pipeline, run_python, screenshot};
 
 const CONFIG: &str = r#"out = "out"
 [simulate]
@@ -69,4 +69,59 @@ print("ok", len(p))
 "#;
     let o = run_python(&py, code, &[out.to_str().unwrap()]);
     assert!(o.contains("ok"), "{o}");
+    report_in_a_browser(&out, &py);
+}
+
+/// `lamella report OUT` rewrites the page; it is one self-contained file (every picture a
+/// `data:` URI); headless Chromium loads it with no console error or failed resource and its
+/// screenshot shows the pictures (not blank: many grey levels, much non-white area).
+fn report_in_a_browser(out: &std::path::Path, py: &std::path::Path) {
+    let page = out.join("report/index.html");
+    std::fs::remove_file(&page).unwrap();
+    let printed = ok(
+        lamella()
+            .args(["report", out.to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "lamella report",
+    );
+    assert_eq!(printed.trim(), page.to_str().unwrap());
+    let html = std::fs::read_to_string(&page).unwrap();
+    let srcs: Vec<&str> = html.split("src=\"").skip(1).collect();
+    assert!(srcs.len() >= 8, "{} pictures", srcs.len());
+    for s in &srcs {
+        assert!(
+            s.starts_with("data:image/png;base64,"),
+            "not embedded: {}",
+            &s[..40.min(s.len())]
+        );
+    }
+    for section in ["tiny_01", "subtomogram averaging: refine", "load balance"] {
+        assert!(html.contains(section), "no {section} section");
+    }
+    // the page alone, away from its PNG files
+    let lone = out.join("lone");
+    std::fs::create_dir_all(&lone).unwrap();
+    std::fs::copy(&page, lone.join("index.html")).unwrap();
+    let Some(browser) = chromium("pipeline_sta report") else {
+        return;
+    };
+    let shot = out.join("shot.png");
+    let log = screenshot(&browser, &lone.join("index.html"), &shot, (1280, 4000));
+    for bad in ["CONSOLE", "Failed to load resource", "Uncaught", "ERR_"] {
+        assert!(!log.contains(bad), "browser log has {bad}:\n{log}");
+    }
+    let code = r#"
+import sys
+from PIL import Image
+im = Image.open(sys.argv[1]).convert("L")
+h = im.histogram()
+n = sum(h)
+nonwhite = 1 - h[255] / n
+levels = sum(1 for c in h if c > 20)
+print(f"nonwhite {nonwhite:.3f} levels {levels}")
+assert nonwhite > 0.1 and levels > 100, (nonwhite, levels)
+"#;
+    let o = run_python(py, code, &[shot.to_str().unwrap()]);
+    eprintln!("report screenshot: {}", o.trim());
 }

@@ -9,6 +9,7 @@ pub mod motioncorr;
 pub mod pick;
 pub mod reconstruct;
 pub mod reconstruct_particles;
+pub mod report;
 pub mod run;
 pub mod simulate;
 pub mod sta;
@@ -121,6 +122,9 @@ pub enum Command {
     Run(run::Args),
     /// Print devices, MPI ranks, threads and library versions.
     Info(info::Args),
+    /// Write the HTML report (`OUT/report/index.html`, pictures embedded) of a run from its
+    /// `summary.json` (`lamella run` writes it at the end too).
+    Report(report::Args),
 }
 
 /// Run the parsed command on this rank. Returns the process exit code.
@@ -136,6 +140,7 @@ pub fn dispatch(cli: &Cli, comm: &dyn Comm) -> anyhow::Result<i32> {
         Command::ReconstructParticles(a) => reconstruct_particles::run(a, comm),
         Command::Run(a) => run::run(a, comm),
         Command::Info(a) => info::run(a, comm),
+        Command::Report(a) => report::run(a, comm),
     }
 }
 

@@ -44,6 +44,70 @@ pub fn write_truth_pictures(
     write_volume_pictures(out, &format!("{name}_truth_bin{bin}"), "truth", &t)
 }
 
+/// The load-balance section: seconds of each per-series stage summed per rank (a fact per
+/// rank) and `report/load_balance.png` (x = rank, one line per stage and the total).
+/// `None` when no series has timings.
+fn write_load_balance(out: &Path, summary: &RunSummary) -> Result<Option<SeriesReport>> {
+    use crate::report::plot::{write_chart_png, Chart, Series, Style, PALETTE};
+    use std::collections::BTreeMap;
+    let ranks = summary.ranks.max(1);
+    let mut per_stage: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for s in &summary.series {
+        for (stage, sec) in &s.seconds {
+            per_stage.entry(stage).or_insert_with(|| vec![0.0; ranks])[s.rank.min(ranks - 1)] +=
+                sec;
+        }
+    }
+    if per_stage.is_empty() {
+        return Ok(None);
+    }
+    let total: Vec<f64> = (0..ranks)
+        .map(|r| per_stage.values().map(|v| v[r]).sum())
+        .collect();
+    let mean = total.iter().sum::<f64>() / ranks as f64;
+    let max = total.iter().cloned().fold(0.0, f64::max);
+    let mut facts: Vec<(String, String)> = total
+        .iter()
+        .enumerate()
+        .map(|(r, t)| {
+            let parts: Vec<String> = per_stage
+                .iter()
+                .map(|(k, v)| format!("{k} {:.1}", v[r]))
+                .collect();
+            (
+                format!("rank {r}"),
+                format!("{t:.1} s ({})", parts.join(", ")),
+            )
+        })
+        .collect();
+    facts.push((
+        "balance".into(),
+        format!(
+            "busiest rank {max:.1} s, mean {mean:.1} s: efficiency {:.0} %",
+            if max > 0.0 { 100.0 * mean / max } else { 100.0 }
+        ),
+    ));
+    let mut chart = Chart::new("time per rank", "rank", "seconds");
+    chart.x_range = Some((-0.5, ranks as f64 - 0.5));
+    let mut lines: Vec<(&str, &Vec<f64>)> = per_stage.iter().map(|(k, v)| (*k, v)).collect();
+    lines.push(("total", &total));
+    for (i, (label, v)) in lines.iter().enumerate() {
+        chart.series.push(Series {
+            label: label.to_string(),
+            points: v.iter().enumerate().map(|(r, s)| (r as f64, *s)).collect(),
+            color: PALETTE[i % PALETTE.len()],
+            style: Style::LineMarkers,
+        });
+    }
+    let file = "load_balance.png";
+    write_chart_png(&out.join("report").join(file), &chart)?;
+    Ok(Some(SeriesReport {
+        name: "time per stage and rank (load balance)".into(),
+        facts,
+        images: vec![("seconds per rank and stage".into(), file.into())],
+    }))
+}
+
 /// `report/index.html`: the summary table and, per series, its facts and pictures.
 pub fn write_index(out: &Path, summary: &RunSummary) -> Result<()> {
     let mut bins: Vec<String> = summary
@@ -152,6 +216,9 @@ pub fn write_index(out: &Path, summary: &RunSummary) -> Result<()> {
             facts,
             images: st.pictures.clone(),
         });
+    }
+    if let Some(lb) = write_load_balance(out, summary)? {
+        series.push(lb);
     }
     let title = format!(
         "lamella {}: {} tilt series on {} rank(s); geometry: {}",

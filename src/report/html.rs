@@ -108,11 +108,13 @@ pub fn render_html(
     h
 }
 
-/// Write the HTML report to `path` atomically: a self-contained page (inline CSS, no JS, no
+/// Write the HTML report to `path` atomically: one self-contained file (inline CSS, no JS, no
 /// external assets; all text escaped) with `title`, a summary table (`table_header` row, then
 /// `table_rows`, all strings) and one section per series with its facts table and its images
 /// side by side (256 px wide, `image-rendering: pixelated`). Image paths are relative to the
-/// page and are not checked for existence.
+/// page; every PNG found there is embedded as a `data:image/png;base64` URI, so the page alone
+/// can be copied off the cluster and opened anywhere (the PNG files stay beside it). A
+/// missing image keeps its relative path (the browser shows the caption).
 pub fn write_html(
     path: &Path,
     title: &str,
@@ -120,8 +122,31 @@ pub fn write_html(
     table_rows: &[Vec<String>],
     series: &[SeriesReport],
 ) -> Result<()> {
-    let page = render_html(title, table_header, table_rows, series);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let embedded: Vec<SeriesReport> = series
+        .iter()
+        .map(|s| SeriesReport {
+            images: s
+                .images
+                .iter()
+                .map(|(caption, src)| (caption.clone(), embed_png(dir, src)))
+                .collect(),
+            ..s.clone()
+        })
+        .collect();
+    let page = render_html(title, table_header, table_rows, &embedded);
     crate::io::atomic::write_bytes_atomic(path, page.as_bytes())
+}
+
+/// `src` (relative to `dir`) as a `data:` URI when it is a readable `.png`, else unchanged.
+fn embed_png(dir: &Path, src: &str) -> String {
+    if !src.ends_with(".png") || src.starts_with("data:") {
+        return src.to_string();
+    }
+    match std::fs::read(dir.join(src)) {
+        Ok(bytes) => format!("data:image/png;base64,{}", super::base64::encode(&bytes)),
+        Err(_) => src.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -173,6 +198,30 @@ mod tests {
         // Self-contained: no scripts, no external links.
         assert!(!page.contains("<script") && !page.contains("http"));
         assert!(!page.contains("<link"));
+    }
+
+    #[test]
+    fn write_html_embeds_the_pictures() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = crate::report::png::encode_gray8(2, 2, &[0, 80, 160, 255]);
+        std::fs::write(dir.path().join("a.png"), &png).unwrap();
+        let series = vec![SeriesReport {
+            name: "s".into(),
+            facts: vec![],
+            images: vec![
+                ("a".into(), "a.png".into()),
+                ("b".into(), "gone.png".into()),
+            ],
+        }];
+        let p = dir.path().join("index.html");
+        write_html(&p, "t", &[], &[], &series).unwrap();
+        let s = std::fs::read_to_string(&p).unwrap();
+        let uri = format!(
+            "data:image/png;base64,{}",
+            crate::report::base64::encode(&png)
+        );
+        assert!(s.contains(&format!("src=\"{uri}\"")));
+        assert!(s.contains("src=\"gone.png\""));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!
 //! See `docs/report.md` for what the report shows and where the files go.
 
+pub mod base64;
 pub mod html;
 pub mod plot;
 pub mod png;

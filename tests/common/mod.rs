@@ -188,3 +188,57 @@ pub fn perturbed_euler(euler_deg: [f64; 3], i: usize, base_deg: f64, span_deg: f
     let (a, b, c) = matrix_to_euler_zyz(&r);
     [a, b, c]
 }
+
+/// The headless browser (Debian's `chromium`), or None (SKIP) when absent and
+/// LAMELLA_REQUIRE_BROWSER is not set.
+#[allow(dead_code)]
+pub fn chromium(test: &str) -> Option<PathBuf> {
+    for c in ["chromium", "chromium-browser", "google-chrome"] {
+        if let Ok(o) = Command::new("sh")
+            .args(["-c", &format!("command -v {c}")])
+            .output()
+        {
+            if o.status.success() {
+                return Some(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+            }
+        }
+    }
+    if std::env::var("LAMELLA_REQUIRE_BROWSER").as_deref() == Ok("1") {
+        panic!("{test}: chromium not found (run `make deps`)");
+    }
+    eprintln!("SKIP: {test}: no chromium on PATH (headless browser check not run)");
+    None
+}
+
+/// Open `page` in headless Chromium, write a screenshot `shot` (`width × height` px) and
+/// return the browser's log (stderr with `--enable-logging`): console messages appear there
+/// as `CONSOLE(...)` / `Failed to load resource` lines.
+#[allow(dead_code)]
+pub fn screenshot(browser: &Path, page: &Path, shot: &Path, size: (usize, usize)) -> String {
+    let profile = shot.with_extension("profile");
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--window-size={},{}", size.0, size.1))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && shot.is_file(),
+        "chromium failed ({:?}) on {}:\n{log}",
+        out.status.code(),
+        page.display()
+    );
+    log
+}

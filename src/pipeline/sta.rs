@@ -881,6 +881,52 @@ pub fn finish_stage(
             ));
         }
     }
+    let report_dir = out.join("report");
+    for c in 0..o.classes {
+        let curves: Vec<(usize, &crate::sta::fsc::GoldStandard)> = record
+            .iterations
+            .iter()
+            .filter_map(|it| Some((it.iteration, it.classes.get(c)?.fsc.as_ref()?)))
+            .collect();
+        if curves.is_empty() {
+            continue;
+        }
+        let file = format!(
+            "sta_{}_{}fsc_iterations.png",
+            cfg.job,
+            class_tag(c, o.classes)
+        );
+        crate::sta::fsc::write_fsc_iterations_png(
+            &report_dir.join(&file),
+            &format!("{} class {}: FSC per iteration", cfg.job, c + 1),
+            &curves,
+        )?;
+        pictures.push((
+            format!(
+                "STA {} class {}: FSC per iteration (0.143 line)",
+                cfg.job,
+                c + 1
+            ),
+            file,
+        ));
+    }
+    if !o.log.is_empty() {
+        let per_class: Vec<Vec<(f64, f64)>> = (0..o.classes)
+            .map(|c| {
+                o.log
+                    .iter()
+                    .filter_map(|l| Some((l.iteration as f64, *l.resolution_a.get(c)?)))
+                    .collect()
+            })
+            .collect();
+        let file = format!("sta_{}_resolution.png", cfg.job);
+        crate::sta::fsc::write_resolution_png(
+            &report_dir.join(&file),
+            &format!("{}: resolution per iteration", cfg.job),
+            &per_class,
+        )?;
+        pictures.push((format!("STA {}: resolution per iteration", cfg.job), file));
+    }
     let truth = match truth {
         Some((star, structures)) if star.is_file() => {
             let t = against_truth(&refined, &maps, star, structures, o, &cfg.symmetry)?;

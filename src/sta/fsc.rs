@@ -233,6 +233,48 @@ pub fn write_fsc_png(
     write_chart_png(path, &chart)
 }
 
+/// Write the corrected (masked, phase-randomisation corrected) FSC of every iteration in
+/// one chart to `path` (PNG): `curves` are `(iteration, FSC)`, drawn in order with the 0.143
+/// line, so the convergence of a refinement shows at a glance.
+pub fn write_fsc_iterations_png(
+    path: &Path,
+    title: &str,
+    curves: &[(usize, &GoldStandard)],
+) -> Result<()> {
+    let mut chart = Chart::new(title, "spatial frequency (1/A)", "FSC");
+    chart.y_range = Some((-0.1, 1.05));
+    chart.hlines = vec![(0.143, [120, 120, 120])];
+    for (k, (it, g)) in curves.iter().enumerate() {
+        chart.series.push(Series {
+            label: format!("it {it}: {:.1} A", g.resolution_a),
+            points: g
+                .s_per_a
+                .iter()
+                .copied()
+                .zip(g.corrected.iter().copied())
+                .collect(),
+            color: PALETTE[k % PALETTE.len()],
+            style: Style::Line,
+        });
+    }
+    write_chart_png(path, &chart)
+}
+
+/// Write the gold-standard resolution (Å) per iteration to `path` (PNG): `per_class[c]` are
+/// the `(iteration, resolution)` points of class `c`.
+pub fn write_resolution_png(path: &Path, title: &str, per_class: &[Vec<(f64, f64)>]) -> Result<()> {
+    let mut chart = Chart::new(title, "iteration", "resolution (A)");
+    for (c, points) in per_class.iter().enumerate() {
+        chart.series.push(Series {
+            label: format!("class {}", c + 1),
+            points: points.clone(),
+            color: PALETTE[c % PALETTE.len()],
+            style: Style::LineMarkers,
+        });
+    }
+    write_chart_png(path, &chart)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

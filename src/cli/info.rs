@@ -20,6 +20,21 @@ pub fn run(_a: &Args, comm: &dyn Comm) -> anyhow::Result<i32> {
             .map(|d| d.name())
             .unwrap_or_else(|e| format!("none ({e})"))
     );
+    // what the launcher set for this rank (GPU binding and threads come from these)
+    let env: Vec<String> = [
+        "CUDA_VISIBLE_DEVICES",
+        "SLURM_LOCALID",
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "SLURM_CPUS_PER_TASK",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
+    .collect();
+    let line = if env.is_empty() {
+        line
+    } else {
+        format!("{line} [{}]", env.join(" "))
+    };
     let lines = comm.gather_bytes(0, line.as_bytes());
     if let Some(lines) = lines {
         let (maj, min, rel) = hdf5::library_version();

@@ -72,8 +72,10 @@ pub mod costs {
     /// --preset demo` peaked at 99 MB (docs/performance.md "Planning figures"), which this
     /// model puts at 130 MB.
     pub const SIM_VOLUME_COPIES: u64 = 3;
-    /// Copies of the stack the alignment holds (input, pre-aligned, binned and filtered).
-    pub const ALIGN_STACK_COPIES: u64 = 4;
+    /// Stack-sized f32 arrays the alignment holds (input, pre-aligned, binned, filtered,
+    /// re-projections): `lamella align` of `demo_01` (41 × 256²) peaked at 153 MB
+    /// (docs/performance.md "Planning figures") = base + 12 stacks.
+    pub const ALIGN_STACK_COPIES: u64 = 12;
     /// Tomogram-sized f32 arrays template matching holds besides its FFT buffers (tomogram,
     /// score, angle index, local mean and variance, mask).
     pub const PICK_VOLUMES: u64 = 6;
@@ -81,8 +83,10 @@ pub mod costs {
 
 /// Multiplier of the estimated wall time in the suggested `--time`.
 pub const TIME_SAFETY: f64 = 2.0;
-/// Multiplier of the estimated peak memory in the suggested `--mem-per-cpu`.
-pub const MEMORY_SAFETY: f64 = 1.5;
+/// Multiplier of the estimated peak memory in the suggested `--mem-per-cpu`: the estimates
+/// were 0.65–0.76× of the measured peak RSS of the tiny run and 0.7× of the demo run's
+/// (docs/performance.md "Planning figures").
+pub const MEMORY_SAFETY: f64 = 2.0;
 
 /// What `lamella plan` needs to know about one tilt series (no pixel data).
 #[derive(Clone, Debug, Serialize)]
@@ -185,25 +189,33 @@ pub fn estimate(cfg: &Config, series: Vec<SeriesShape>, opts: PlanOptions) -> Re
                 gpu,
             })
         };
-        match s.sim_thickness_a {
+        // a simulated series keeps its truth volume (specimen size) through every stage
+        let truth = match s.sim_thickness_a {
             Some(th) => {
                 let vox = s.nx * s.ny * tomogram_planes(th, s.pixel_a);
-                let movie = f32s(2 * s.frames_per_tilt * s.nx * s.ny);
+                // the simulator returns every tilt's movie at once
+                let movies = f32s(s.n_tilts * s.frames_per_tilt * s.nx * s.ny);
                 push(
                     "simulate",
-                    costs::SIM_VOLUME_COPIES * f32s(vox) + 2 * stack + movie,
+                    costs::SIM_VOLUME_COPIES * f32s(vox) + 2 * stack + movies,
                     pixels * (vox / (s.nx * s.ny)) as f64 / (costs::SIM_VOXEL_TILTS_PER_S * t),
                     false,
                 );
+                f32s(vox)
             }
-            None => push("input", stack, stack as f64 / 5e8, false),
-        }
+            None => {
+                push("input", stack, stack as f64 / 5e8, false);
+                0
+            }
+        };
+        // what the pipeline holds between stages: the stack and the truth
+        let held = stack + truth;
         if cfg.motioncorr.is_some() && s.frames_per_tilt > 0 {
             // one movie's frames and their spectra (complex: 2 f32) at a time
             let movie = f32s(3 * s.frames_per_tilt * s.nx * s.ny);
             push(
                 "motioncorr",
-                stack + movie,
+                held + movie,
                 pixels * s.frames_per_tilt as f64 / (costs::MOTION_PIXEL_FRAMES_PER_S * t),
                 false,
             );
@@ -211,7 +223,7 @@ pub fn estimate(cfg: &Config, series: Vec<SeriesShape>, opts: PlanOptions) -> Re
         if cfg.ctf.is_some() {
             push(
                 "ctf",
-                2 * stack,
+                held + stack,
                 pixels / (costs::CTF_PIXELS_PER_S * t),
                 false,
             );
@@ -219,7 +231,7 @@ pub fn estimate(cfg: &Config, series: Vec<SeriesShape>, opts: PlanOptions) -> Re
         if cfg.align.is_some() {
             push(
                 "align",
-                costs::ALIGN_STACK_COPIES * stack,
+                held + (costs::ALIGN_STACK_COPIES - 1) * stack,
                 pixels / (costs::ALIGN_PIXELS_PER_S * t),
                 false,
             );
@@ -227,7 +239,7 @@ pub fn estimate(cfg: &Config, series: Vec<SeriesShape>, opts: PlanOptions) -> Re
         let (peak, seconds, volumes) = reconstruct_estimate(cfg, s, &method, budget)?;
         push(
             "reconstruct",
-            stack + peak,
+            held + peak,
             seconds / t + volumes as f64 / 4.0 / costs::RECON_POST_VOXELS_PER_S,
             gpu,
         );
@@ -243,7 +255,7 @@ pub fn estimate(cfg: &Config, series: Vec<SeriesShape>, opts: PlanOptions) -> Re
             let fft = 2 * f32s(vox) * opts.threads.max(1) as u64;
             push(
                 "pick",
-                stack + volumes + costs::PICK_VOLUMES * f32s(vox) + fft,
+                held + volumes + costs::PICK_VOLUMES * f32s(vox) + fft,
                 rotations * vox as f64 / (costs::PICK_VOXEL_ROTATIONS_PER_S * t),
                 gpu,
             );

@@ -117,6 +117,31 @@ fn tiny_estimates_match_a_real_run() {
          {run_wall:.2} s"
     );
     assert!(within(rec_est, rec_rss as f64, 3.0), "reconstruct memory");
+    // the same stack as an [[input]]: sizes from its MRC header, the reconstruct estimate
+    // of that process (no truth volume held)
+    let input = write_config(
+        d.path(),
+        &format!(
+            "out = \"out2\"\n[[input]]\nstack = {:?}\ntlt = {:?}\n[reconstruct]\nthickness_a = 500.0\n",
+            sim.join("tiny_01.mrc"),
+            sim.join("tiny_01.tlt")
+        ),
+    );
+    let p2 = plan_json(&input, &[]);
+    let s2 = &p2["series"][0];
+    assert_eq!(
+        (s2["n_tilts"].as_u64(), s2["nx"].as_u64()),
+        (Some(31), Some(96))
+    );
+    assert_eq!(s2["pixel_a"].as_f64(), Some(10.0));
+    let rec_in = stage(&p2, "reconstruct", "tiny_01")["peak_bytes"]
+        .as_f64()
+        .unwrap();
+    eprintln!("reconstruct peak of the [[input]]: estimate {rec_in:.3e} B");
+    assert!(
+        within(rec_in, rec_rss as f64, 3.0),
+        "input reconstruct memory"
+    );
     assert!(within(peak_est, run_rss as f64, 3.0), "run peak memory");
     assert!(within(wall_est, run_wall, 5.0), "wall time");
 }

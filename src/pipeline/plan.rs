@@ -35,6 +35,10 @@ pub mod costs {
     /// preset's series (41 tilts of 256², 100 planes, 10-frame movies) took 8.1–10.4 s,
     /// release, 2 threads (docs/performance.md "Planning figures").
     pub const SIM_VOXEL_TILTS_PER_S: f64 = 1.5e7;
+    /// Reading an `[[input]]` stack, bytes/s: an assumed 0.5 GB/s per rank from a shared
+    /// filesystem (not measured on a cluster; this VM's page cache reads a 31 MB MRC at
+    /// 1.1 GB/s with `dd`, docs/performance.md "Planning figures").
+    pub const READ_BYTES_PER_S: f64 = 5e8;
     /// Motion correction in the pipeline (movies read from disk, sums written): (pixel ×
     /// frame) per thread-second: demo, 41 × 256² × 10 frames in 2.1–2.9 s on 2 threads
     /// (docs/performance.md "Planning figures"; the in-memory bench, "Motion correction",
@@ -204,7 +208,12 @@ pub fn estimate(cfg: &Config, series: Vec<SeriesShape>, opts: PlanOptions) -> Re
                 f32s(vox)
             }
             None => {
-                push("input", stack, stack as f64 / 5e8, false);
+                push(
+                    "input",
+                    stack,
+                    stack as f64 / costs::READ_BYTES_PER_S,
+                    false,
+                );
                 0
             }
         };

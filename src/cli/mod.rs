@@ -7,6 +7,7 @@ pub mod info;
 pub mod logging;
 pub mod motioncorr;
 pub mod pick;
+pub mod plan;
 pub mod reconstruct;
 pub mod reconstruct_particles;
 pub mod report;
@@ -120,6 +121,9 @@ pub enum Command {
     ReconstructParticles(reconstruct_particles::Args),
     /// Run the pipeline described by a TOML config (MPI-parallel over tilt series).
     Run(run::Args),
+    /// Estimate memory and time per stage and tilt series of a config, the distribution over
+    /// ranks and a suggested #SBATCH block (nothing is run).
+    Plan(plan::Args),
     /// Print devices, MPI ranks, threads and library versions.
     Info(info::Args),
     /// Write the HTML report (`OUT/report/index.html`, pictures embedded) of a run from its
@@ -139,6 +143,7 @@ pub fn dispatch(cli: &Cli, comm: &dyn Comm) -> anyhow::Result<i32> {
         Command::Sta(a) => sta::run(a, comm),
         Command::ReconstructParticles(a) => reconstruct_particles::run(a, comm),
         Command::Run(a) => run::run(a, comm),
+        Command::Plan(a) => plan::run(a, cli.threads, comm),
         Command::Info(a) => info::run(a, comm),
         Command::Report(a) => report::run(a, comm),
     }
@@ -156,20 +161,25 @@ pub fn init_threads(threads: Option<usize>, comm: &dyn Comm) -> usize {
             .max(1)
     };
     let n = threads
-        .or_else(|| {
-            std::env::var("SLURM_CPUS_PER_TASK")
-                .ok()
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or_else(|| {
-            let cores = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
-            (cores / ranks_here).max(1)
-        })
+        .unwrap_or_else(|| default_threads(ranks_here))
         .max(1);
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global();
     n
+}
+
+/// Threads per rank when `--threads` is not given: `$SLURM_CPUS_PER_TASK`, else this host's
+/// cores divided by `ranks_here` (the ranks on this host), at least 1.
+pub fn default_threads(ranks_here: usize) -> usize {
+    std::env::var("SLURM_CPUS_PER_TASK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            (cores / ranks_here.max(1)).max(1)
+        })
+        .max(1)
 }

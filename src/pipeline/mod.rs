@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod motioncorr;
 pub mod pick;
 pub mod pictures;
+pub mod plan;
 pub mod run;
 pub mod signals;
 pub mod simio;

@@ -21,7 +21,8 @@ use crate::device::Device;
 use crate::io::container::{self, RunInfo, SeriesRecord, StageRecord, TomogramRecord};
 use crate::io::mrc;
 use crate::recon::plan::{
-    reconstruct_with_stop, CheckpointSpec, ReconstructOutcome, ReconstructSpec,
+    default_max_memory_bytes, reconstruct_with_stop, CheckpointSpec, ReconstructOutcome,
+    ReconstructSpec,
 };
 use crate::sim::{self, Preset, SeriesParams};
 use crate::{Error, Result, VERSION};
@@ -169,6 +170,73 @@ pub fn series_names(config_path: &Path) -> Result<Vec<String>> {
     Ok(build_jobs(&cfg)?.into_iter().map(|j| j.name).collect())
 }
 
+/// The size of every tilt series of `cfg` that `lamella plan` needs, in config order, from
+/// the simulator presets or the headers of the MRC stacks (and `.mdoc` frame counts); no
+/// pixel data are read. The tomogram thickness is the one [`run`] picks when the config
+/// gives none (simulated: the specimen, ×1.3 with `[align]`; input: a quarter of the
+/// smaller image side).
+pub fn series_shapes(cfg: &Config) -> Result<Vec<super::plan::SeriesShape>> {
+    build_jobs(cfg)?
+        .into_iter()
+        .map(|j| {
+            let rc_th = cfg.reconstruct.thickness_a;
+            Ok(match j.source {
+                Source::Sim { params: p, .. } => {
+                    let n_tilts =
+                        ((p.tilt_max_deg - p.tilt_min_deg) / p.tilt_step_deg).round() as usize + 1;
+                    let margin = if cfg.align.is_some() {
+                        SLAB_MARGIN
+                    } else {
+                        1.0
+                    };
+                    super::plan::SeriesShape {
+                        name: j.name,
+                        cost: j.cost,
+                        n_tilts,
+                        nx: p.nx,
+                        ny: p.ny,
+                        pixel_a: p.pixel_a,
+                        sim_thickness_a: Some(p.thickness_a),
+                        thickness_a: rc_th.unwrap_or(p.thickness_a * margin),
+                        frames_per_tilt: p.frames_per_tilt,
+                        particles: Some(p.structures.iter().map(|s| s.1).sum()),
+                    }
+                }
+                Source::Input(inp) => {
+                    let h = mrc::read_header(&inp.stack)?;
+                    // an unreadable .mdoc fails its series later, as without the plan
+                    let md = inp
+                        .mdoc
+                        .as_ref()
+                        .and_then(|m| crate::io::mdoc::Mdoc::read(m).ok());
+                    let hp = h.pixel_size_a()[0] as f64;
+                    let pixel_a = inp
+                        .pixel_a
+                        .or((hp > 0.0).then_some(hp))
+                        .or(md.as_ref().and_then(|d| d.pixel_spacing_a()))
+                        .unwrap_or(1.0);
+                    let frames = md
+                        .as_ref()
+                        .and_then(|d| d.tilts().iter().find_map(|t| t.num_sub_frames))
+                        .unwrap_or(0);
+                    super::plan::SeriesShape {
+                        name: j.name,
+                        cost: j.cost,
+                        n_tilts: h.nz,
+                        nx: h.nx,
+                        ny: h.ny,
+                        pixel_a,
+                        sim_thickness_a: None,
+                        thickness_a: rc_th.unwrap_or(h.nx.min(h.ny) as f64 / 4.0 * pixel_a),
+                        frames_per_tilt: frames,
+                        particles: None,
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 fn job_key(job: &Job) -> String {
     match &job.source {
         Source::Sim { params, seed } => format!(
@@ -185,6 +253,7 @@ pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<Run
     let t0 = Instant::now();
     let start_time = now_rfc3339();
     let (cfg, config_text) = Config::load(config_path)?;
+    check_memory(&cfg, opts, comm)?;
     signals::install();
     for d in ["ts", "tomograms"] {
         let p = cfg.out.join(d);
@@ -332,6 +401,33 @@ pub fn run(config_path: &Path, opts: &RunOptions, comm: &dyn Comm) -> Result<Run
         Some(o) => o,
         None => shared,
     })
+}
+
+/// Refuse before any work when a stage's estimated peak memory ([`super::plan`]) exceeds
+/// what a rank has: [`default_max_memory_bytes`] (as the reconstruction budget), taken on
+/// rank 0 and broadcast so that every rank decides alike. Errors: [`Error::Config`] naming
+/// the stage, the series, the estimate, the memory and the fixes.
+fn check_memory(cfg: &Config, opts: &RunOptions, comm: &dyn Comm) -> Result<()> {
+    let selected: Vec<String> = select_jobs(build_jobs(cfg)?, opts)?
+        .into_iter()
+        .map(|j| j.name)
+        .collect();
+    let shapes = series_shapes(cfg)?
+        .into_iter()
+        .filter(|s| selected.contains(&s.name))
+        .collect();
+    let here = (comm.rank() == 0).then(default_max_memory_bytes);
+    let available: u64 = broadcast_serde(comm, 0, here);
+    let plan = super::plan::estimate(
+        cfg,
+        shapes,
+        super::plan::PlanOptions {
+            ranks: comm.size(),
+            threads: rayon::current_num_threads(),
+            memory_per_rank_bytes: available,
+        },
+    )?;
+    super::plan::check_fits(&plan, available)
 }
 
 /// Rank 0 after the gather: the truth index, `relion/tomograms.star` (+ tilt-series STARs,

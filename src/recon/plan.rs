@@ -224,6 +224,52 @@ pub fn local_ranks() -> usize {
     .unwrap_or(1)
 }
 
+/// Bytes of the pre-processed tilt images of every binning at once: `4·nt·(ny/b)·(nx/b)`
+/// summed over `binnings`, for a stack `(nt, ny, nx)` (f32).
+pub fn preprocessed_bytes(nt: usize, ny: usize, nx: usize, binnings: &[usize]) -> u64 {
+    binnings
+        .iter()
+        .map(|&b| 4 * (nt * (ny / b) * (nx / b)) as u64)
+        .sum()
+}
+
+/// Tomogram planes along Z for a thickness of `thickness_a` Å at `voxel_a` Å (≥ 1).
+pub fn tomogram_planes(thickness_a: f64, voxel_a: f64) -> usize {
+    ((thickness_a / voxel_a).round() as usize).max(1)
+}
+
+/// The working set of one binning `bin` of a reconstruction of a stack `(nt, ny, nx)` as
+/// `spec` says, with `nz` planes ([`tomogram_planes`]): every binning's pre-processed images
+/// plus, per padded Y line of the slab, the volume line `4·nz·(nx/bin)` bytes (SIRT: four
+/// volume-sized arrays, and three image-sized buffers); the 3D CTF correction adds one copy
+/// of the images. [`reconstruct`] plans its slabs with it and `lamella plan` estimates with it.
+pub fn memory_model(
+    spec: &ReconstructSpec,
+    (nt, ny, nx): (usize, usize, usize),
+    bin: usize,
+    nz: usize,
+) -> MemoryModel {
+    let all_images = preprocessed_bytes(nt, ny, nx, &spec.binnings);
+    let image = preprocessed_bytes(nt, ny, nx, &[bin]);
+    let line = 4 * (nz * (nx / bin)) as u64;
+    match &spec.method {
+        Method::Wbp { .. } => MemoryModel {
+            // the 3D correction flips a copy of the images per Z slab
+            fixed_bytes: all_images
+                + if spec.ctf_correction == CtfCorrection::ThreeD {
+                    image
+                } else {
+                    0
+                },
+            bytes_per_line: line,
+        },
+        Method::Sirt { .. } => MemoryModel {
+            fixed_bytes: all_images + 3 * image,
+            bytes_per_line: 4 * line,
+        },
+    }
+}
+
 /// Reconstruct `stack` `[tilt, y, x]` (pixel `geom.pixel_a` Å, one image per `geom.tilts`
 /// entry, aligned in the sense that `geom` holds the shifts) as `spec` says, writing one MRC
 /// volume per binning to `outputs[i]` (voxel `geom.pixel_a·binnings[i]` Å in the header,
@@ -268,8 +314,7 @@ pub fn reconstruct_with_stop(
         .max_memory_bytes
         .unwrap_or_else(default_max_memory_bytes);
     let (nt, ny, nx) = stack.dim();
-    let image_bytes = |b: usize| 4 * (nt * (ny / b) * (nx / b)) as u64;
-    let all_images: u64 = spec.binnings.iter().map(|&b| image_bytes(b)).sum();
+    let all_images = preprocessed_bytes(nt, ny, nx, &spec.binnings);
     if all_images >= budget {
         return Err(Error::Runtime(format!(
             "memory budget {} is smaller than the pre-processed tilt images ({} for binnings \
@@ -285,31 +330,13 @@ pub fn reconstruct_with_stop(
     for &bin in &spec.binnings {
         let (by, bx) = (ny / bin, nx / bin);
         let voxel_a = geom.pixel_a * bin as f64;
-        let nz = ((spec.thickness_a / voxel_a).round() as usize).max(1);
+        let nz = tomogram_planes(spec.thickness_a, voxel_a);
         let shape = (nz, by, bx);
         let projections = geom.projections(bin);
-        let line = 4 * (nz * bx) as u64;
-        let (mem, halo) = match &spec.method {
-            Method::Wbp { .. } => (
-                MemoryModel {
-                    // the 3D correction flips a copy of the images per Z slab
-                    fixed_bytes: all_images
-                        + if spec.ctf_correction == CtfCorrection::ThreeD {
-                            image_bytes(bin)
-                        } else {
-                            0
-                        },
-                    bytes_per_line: line,
-                },
-                0,
-            ),
-            Method::Sirt { iterations, .. } => (
-                MemoryModel {
-                    fixed_bytes: all_images + 3 * image_bytes(bin),
-                    bytes_per_line: 4 * line,
-                },
-                sirt_halo(&projections, shape, voxel_a, *iterations),
-            ),
+        let mem = memory_model(spec, (nt, ny, nx), bin, nz);
+        let halo = match &spec.method {
+            Method::Wbp { .. } => 0,
+            Method::Sirt { iterations, .. } => sirt_halo(&projections, shape, voxel_a, *iterations),
         };
         let plan = plan_slabs(by, mem, budget, halo)?;
         log_plan(&plan, shape, bin, budget, &mem);

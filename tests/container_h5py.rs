@@ -16,6 +16,7 @@ use std::path::Path;
 
 const TILT_FIELDS: [&str; 13] = [
     "index",
+    "acquisition_index",
     "nominal_tilt_deg",
     "tilt_deg",
     "axis_deg",
@@ -27,7 +28,6 @@ const TILT_FIELDS: [&str; 13] = [
     "astig_angle_deg",
     "dose_e_a2",
     "pre_exposure_e_a2",
-    "acquisition_index",
 ];
 
 fn record(name: &str) -> SeriesRecord {

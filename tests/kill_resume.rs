@@ -21,9 +21,7 @@
 //! scores/angles/particles, the merged picks, STA map/half maps/iteration maps/particles, the
 //! simulated stacks), and the values of every dataset and attribute in `ts/*.h5` and
 //! `sta/*.h5`. Excluded, because two uninterrupted runs differ there too (compared
-//! 2026-12-08): the `seconds` attribute (stage wall time) of `stages/*`; the raw bytes of
-//! compound datasets (`alignment/tilts`, `sta/refine/particles`: the struct padding is not
-//! initialised), compared field by field instead; `lamella.h5`, `summary.json`, `ts/*.json`,
+//! 2026-12-08): the `seconds` attribute (stage wall time) of `stages/*`; `lamella.h5`, `summary.json`, `ts/*.json`,
 //! `pick/*_pick.json`, `sta/*/sta.json` and `report/index.html` (timestamps, seconds, resumed
 //! flags; `lamella.h5` only holds links to the files compared).
 
@@ -65,7 +63,7 @@ def sha(b):
     return hashlib.sha256(b).hexdigest()[:20]
 def values(a):
     a = np.asarray(a)
-    if a.dtype.names:  # compound: field by field (the padding bytes are not initialised)
+    if a.dtype.names:  # compound: field by field
         return "|".join(n + ":" + values(a[n]) for n in a.dtype.names)
     if a.dtype.kind == "O":
         return sha(repr(a.tolist()).encode())

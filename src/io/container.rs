@@ -184,13 +184,13 @@ pub struct FrameShiftRow {
 #[repr(C)]
 struct CtfH5Row {
     index: u32,
+    refitted: u32,
     tilt_deg: f64,
     defocus_u_a: f64,
     defocus_v_a: f64,
     astig_angle_deg: f64,
     score: f64,
     fit_resolution_a: f64,
-    refitted: u8,
 }
 
 /// One row of `/tilt_series/<name>/alignment/residuals` (stack order).
@@ -198,12 +198,12 @@ struct CtfH5Row {
 #[repr(C)]
 struct ResidualRow {
     index: u32,
+    n_obs: u32,
     tilt_deg: f64,
     shift_x_px: f64,
     shift_y_px: f64,
     magnification: f64,
     residual_px: f64,
-    n_obs: u32,
 }
 
 /// One row of `/tilt_series/<name>/alignment/beads`.
@@ -211,11 +211,11 @@ struct ResidualRow {
 #[repr(C)]
 struct BeadRow {
     id: u32,
+    n_obs: u32,
     x_a: f64,
     y_a: f64,
     z_a: f64,
     residual_px: f64,
-    n_obs: u32,
 }
 
 /// One row of `/tilt_series/<name>/alignment/tilts` (HDF5 compound; field names are the
@@ -224,6 +224,7 @@ struct BeadRow {
 #[repr(C)]
 struct TiltRow {
     index: u32,
+    acquisition_index: u32,
     nominal_tilt_deg: f64,
     tilt_deg: f64,
     axis_deg: f64,
@@ -235,7 +236,6 @@ struct TiltRow {
     astig_angle_deg: f64,
     dose_e_a2: f64,
     pre_exposure_e_a2: f64,
-    acquisition_index: u32,
 }
 
 /// Tomogram kinds accepted in `tomograms/bin<k>/`.
@@ -595,7 +595,7 @@ fn write_ctf_table(
             astig_angle_deg: r.astig_angle_deg,
             score: r.score,
             fit_resolution_a: r.fit_resolution_a,
-            refitted: u8::from(r.refitted),
+            refitted: u32::from(r.refitted),
         })
         .collect();
     let full = format!("{gpath}/ctf");

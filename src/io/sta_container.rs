@@ -48,6 +48,12 @@ pub struct StaIteration {
 pub struct StaParticleRow {
     /// Index into the `tomograms` attribute.
     pub tomogram: u32,
+    /// Gold-standard half, 1 or 2 (u32 like its neighbours: no padding bytes in the row).
+    pub half: u32,
+    /// Class, from 1.
+    pub class: u32,
+    /// Padding made explicit (always 0), so every byte of a row is written.
+    pub reserved: u32,
     /// Position, Å about the tomogram centre.
     pub x_a: f64,
     /// y, Å.
@@ -60,10 +66,6 @@ pub struct StaParticleRow {
     pub tilt_deg: f64,
     /// RELION psi, degrees.
     pub psi_deg: f64,
-    /// Gold-standard half, 1 or 2.
-    pub half: u8,
-    /// Class, from 1.
-    pub class: u32,
 }
 
 /// Everything `/sta/<job>` holds.

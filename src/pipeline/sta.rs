@@ -838,7 +838,8 @@ pub fn finish_stage(
                 rot_deg: r.euler_deg[0],
                 tilt_deg: r.euler_deg[1],
                 psi_deg: r.euler_deg[2],
-                half: r.random_subset as u8,
+                half: r.random_subset as u32,
+                reserved: 0,
                 class: r.class as u32,
             }
         })

@@ -143,8 +143,15 @@ fn run_with_ctf_stage_recovers_the_true_defocus_and_writes_every_output() {
             let bytes = std::fs::read(out.join("report").join(p)).unwrap();
             assert_eq!(&bytes[1..4], b"PNG", "{p}");
         }
+        // the page embeds each picture as a data: URI (one self-contained file)
         let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
-        assert!(html.contains(&format!("{name}_ctf_2d.png")));
+        let p2d = pics.iter().find(|p| p.ends_with("_ctf_2d.png")).unwrap();
+        let b64 =
+            lamella::report::base64::encode(&std::fs::read(out.join("report").join(p2d)).unwrap());
+        assert!(
+            html.contains(&b64),
+            "{name}_ctf_2d.png not embedded in index.html"
+        );
         // container table (Rust reader) = .defocus file = geometry used by reconstruction
         let h5 = out.join("lamella.h5");
         let table = read_series_ctf(&h5, name).unwrap().expect("ctf table");

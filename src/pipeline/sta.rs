@@ -250,16 +250,33 @@ pub struct StaOutcome {
 /// Read every tomogram of `path` (RELION-5 tomograms.star) with its geometry. Paths in the
 /// file are relative to its folder. Volumes `[z, y, x]`, voxel `pixel × binning` Å.
 pub fn read_tomograms(path: &Path) -> Result<Vec<Tomogram>> {
-    read_tomograms_where(path, |_| true)
+    let (mut tomos, files) = read_tomogram_list(path)?;
+    load_volumes(&mut tomos, &files, |_| true)?;
+    Ok(tomos)
 }
 
-/// [`read_tomograms`], reading the volume of tomogram `k` (list order) only where `load(k)`;
-/// the others get an empty `0 × 0 × 0` volume (a rank that averages none of their particles
-/// never looks at them), their geometry and voxel size all the same.
-pub fn read_tomograms_where(path: &Path, load: impl Fn(usize) -> bool) -> Result<Vec<Tomogram>> {
+/// Read volume `k` of `files` (from [`read_tomogram_list`]) into `tomos[k]` where `load(k)`.
+fn load_volumes(
+    tomos: &mut [Tomogram],
+    files: &[PathBuf],
+    load: impl Fn(usize) -> bool,
+) -> Result<()> {
+    for (k, (t, f)) in tomos.iter_mut().zip(files).enumerate() {
+        if load(k) {
+            t.volume = mrc::read(f)?.data;
+        }
+    }
+    Ok(())
+}
+
+/// The tomograms of `path` with their geometry and voxel size but empty `0 × 0 × 0`
+/// volumes, and the MRC file of each volume (load with [`load_volumes`]; only the headers
+/// are read here).
+fn read_tomogram_list(path: &Path) -> Result<(Vec<Tomogram>, Vec<PathBuf>)> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
-    for (k, g) in read_tomograms_global(path)?.into_iter().enumerate() {
+    let mut files = Vec::new();
+    for g in read_tomograms_global(path)? {
         let rec = g.reconstructed.clone().ok_or_else(|| {
             Error::bad_input(
                 path,
@@ -274,12 +291,9 @@ pub fn read_tomograms_where(path: &Path, load: impl Fn(usize) -> bool) -> Result
                 format!("no tilt-series STAR for {}", g.name),
             )
         })?;
-        let header = mrc::read_header(&dir.join(&rec))?;
-        let volume = if load(k) {
-            mrc::read(&dir.join(&rec))?.data
-        } else {
-            Array3::zeros((0, 0, 0))
-        };
+        let file = dir.join(&rec);
+        let header = mrc::read_header(&file)?;
+        files.push(file);
         let voxel_a = g.pixel_a * g.binning;
         let (nx, ny) = match g.size_px {
             Some(s) => (s[0], s[1]),
@@ -293,7 +307,7 @@ pub fn read_tomograms_where(path: &Path, load: impl Fn(usize) -> bool) -> Result
         geometry.optics = g.optics;
         out.push(Tomogram {
             name: g.name,
-            volume,
+            volume: Array3::zeros((0, 0, 0)),
             voxel_a,
             geometry,
         });
@@ -301,7 +315,7 @@ pub fn read_tomograms_where(path: &Path, load: impl Fn(usize) -> bool) -> Result
     if out.is_empty() {
         return Err(Error::bad_input(path, "data_global", "no tomogram listed"));
     }
-    Ok(out)
+    Ok((out, files))
 }
 
 /// A reference MRC resampled to `voxel_a` and boxed (centred) to `n³`.
@@ -432,7 +446,7 @@ pub fn run_sta(
     signals::install();
     let t0 = Instant::now();
     // names, geometry and voxel sizes first; volumes below, only those this rank averages
-    let tomos = read_tomograms_where(tomograms, |_| false)?;
+    let (mut tomos, volume_files) = read_tomogram_list(tomograms)?;
     let records = read_particles_star(particles)?;
     if records.is_empty() {
         return Err(Error::bad_input(
@@ -471,12 +485,12 @@ pub fn run_sta(
     for (p, r) in parts.iter().zip(&ranks) {
         needed[p.tomo] |= *r == comm.rank();
     }
-    let tomos = read_tomograms_where(tomograms, |k| needed[k])?;
+    load_volumes(&mut tomos, &volume_files, |k| needed[k])?;
+    let n_read = needed.iter().filter(|b| **b).count();
     tracing::info!(
-        tomograms = needed.iter().filter(|b| **b).count(),
+        tomograms = n_read,
         of = tomos.len(),
-        "this rank reads {} of {} tomogram(s)",
-        needed.iter().filter(|b| **b).count(),
+        "this rank reads {n_read} of {} tomogram(s)",
         tomos.len()
     );
     let params = cfg.params(voxel_a)?;
